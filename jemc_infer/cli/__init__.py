@@ -1,0 +1,36 @@
+"""The ``jemc-infer`` command line: a thin shell over the library, one file per command.
+
+Heavy modules (torch, onnxruntime) are imported inside the commands that need them, so
+``jemc-infer --help`` is fast and works on a runtime-only install.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from jemc_infer.cli import _common
+from jemc_infer.cli.data import app as data_app
+from jemc_infer.cli.evaluate import app as evaluate_app
+from jemc_infer.cli.table1 import app as table1_app
+from jemc_infer.cli.train import app as train_app
+
+app = typer.Typer(
+    name="jemc-infer",
+    help="Search video collections with sentences (JEMC joint embeddings).\n\n"
+    "Train:  jemc-infer data synth --out data && jemc-infer train --data data --preset jemc --out model\n\n"
+    "Score:  jemc-infer evaluate --model model --data data --split test",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")) -> None:
+    _common.DEBUG = debug
+
+
+app.add_typer(data_app, name="data", help="Create feature datasets (synthetic, MSR-VTT, MSVD).")
+app.add_typer(train_app)
+app.add_typer(evaluate_app)
+app.add_typer(table1_app)

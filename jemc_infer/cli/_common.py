@@ -1,0 +1,68 @@
+"""What every command shares: one-line errors with exit code 1, and small parsers."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from jemc_infer.errors import JemcError
+
+DEBUG = False  # set by the --debug global option
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the Exit(1) to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def handle_errors(func: F) -> F:
+    """Turn :class:`JemcError` into one line on stderr and exit code 1 (tracebacks with --debug);
+    Ctrl-C into exit code 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except JemcError as err:
+            if DEBUG:
+                raise
+            raise fail(str(err)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def echo_err(message: str) -> None:
+    """Status messages go to stderr so stdout stays parseable."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+class requires:  # noqa: N801 - used as a context manager: `with requires("[train]"):`
+    """Turn a missing optional dependency, imported inside the block, into a one-line error."""
+
+    def __init__(self, extra: str) -> None:
+        self.extra = extra
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] != "jemc_infer":
+            from jemc_infer.errors import BackendUnavailableError
+
+            raise BackendUnavailableError(
+                f"{exc.name} | not installed | needed here: pip install 'jemc-infer{self.extra}'") from None
+        return False
