@@ -19,6 +19,8 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -261,51 +263,52 @@ def train(
 
     epochs_run = 0
     bar = _Progress(enabled=progress)
-    with _deterministic(), bar:
+    with _deterministic(), bar, _Interrupt() as interrupt:
         last_ckpt = time.monotonic()
-        try:
-            while state["epoch"] < config.epochs:
-                epoch = state["epoch"]
-                for group in opt.param_groups:
-                    group["lr"] = config.lr * config.lr_gamma ** (epoch // config.lr_step)
-                model.train()
-                order = _epoch_order(n_caps, config.seed, epoch)
-                bar.start_epoch(epoch, config.epochs, n_caps, done=min(state["step"] * config.batch_size, n_caps))
-                t0, seen = time.perf_counter(), 0
-                for b in range(state["step"], n_batches):
-                    rows = order[b * config.batch_size:(b + 1) * config.batch_size]
-                    if len(rows) >= 2:  # a single pair has no negatives
-                        state["loss_sum"] += step(rows)
-                        state["loss_n"] += len(rows)
-                    seen += len(rows)
-                    state["step"] = b + 1
-                    rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    bar.advance(len(rows), state["loss_sum"] / max(state["loss_n"], 1), rate)
-                    if time.monotonic() - last_ckpt >= config.checkpoint_seconds and b + 1 < n_batches:
-                        _save_state(state_path, model, opt, state)
-                        last_ckpt = time.monotonic()
-                elapsed = time.perf_counter() - t0
-                metrics = validate(model, vocab, ds)
-                record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"],
-                          "loss": state["loss_sum"] / max(state["loss_n"], 1),
-                          "captions_per_s": round(seen / max(elapsed, 1e-9), 1), "val": metrics}
-                if metrics["rsum"] > state["best_rsum"]:
-                    state["best_rsum"], state["best_epoch"] = metrics["rsum"], epoch
-                    save_model(model, vocab, out, meta={"training": {
-                        "preset": preset.name, "label": preset.label, "loss": str(loss_mode), "epoch": epoch,
-                        "val": metrics, "config": config.identity(), "dataset": str(ds.path), "dataset_source": ds.source}})
-                with open(run / LOG_FILE, "a", encoding="utf-8") as log:
-                    log.write(json.dumps(record) + "\n")
-                state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_n=0)
-                _save_state(state_path, model, opt, state)
-                last_ckpt = time.monotonic()
-                epochs_run += 1
-                bar.log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
-                        f"{record['captions_per_s']:.0f} captions/s  val rsum {metrics['rsum']:.1f}"
-                        + ("  (best)" if state["best_epoch"] == epoch else ""), echo)
-        except KeyboardInterrupt:
+        while state["epoch"] < config.epochs:
+            epoch = state["epoch"]
+            for group in opt.param_groups:
+                group["lr"] = config.lr * config.lr_gamma ** (epoch // config.lr_step)
+            model.train()
+            order = _epoch_order(n_caps, config.seed, epoch)
+            bar.start_epoch(epoch, config.epochs, n_caps, done=min(state["step"] * config.batch_size, n_caps))
+            t0, seen = time.perf_counter(), 0
+            for b in range(state["step"], n_batches):
+                rows = order[b * config.batch_size:(b + 1) * config.batch_size]
+                if len(rows) >= 2:  # a single pair has no negatives
+                    state["loss_sum"] += step(rows)
+                    state["loss_n"] += len(rows)
+                seen += len(rows)
+                state["step"] = b + 1
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.advance(len(rows), state["loss_sum"] / max(state["loss_n"], 1), rate)
+                if interrupt.requested:
+                    _save_state(state_path, model, opt, state)
+                    raise KeyboardInterrupt
+                if time.monotonic() - last_ckpt >= config.checkpoint_seconds and b + 1 < n_batches:
+                    _save_state(state_path, model, opt, state)
+                    last_ckpt = time.monotonic()
+            elapsed = time.perf_counter() - t0
+            metrics = validate(model, vocab, ds)
+            record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"],
+                      "loss": state["loss_sum"] / max(state["loss_n"], 1),
+                      "captions_per_s": round(seen / max(elapsed, 1e-9), 1), "val": metrics}
+            if metrics["rsum"] > state["best_rsum"]:
+                state["best_rsum"], state["best_epoch"] = metrics["rsum"], epoch
+                save_model(model, vocab, out, meta={"training": {
+                    "preset": preset.name, "label": preset.label, "loss": str(loss_mode), "epoch": epoch,
+                    "val": metrics, "config": config.identity(), "dataset": str(ds.path), "dataset_source": ds.source}})
+            with open(run / LOG_FILE, "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+            state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_n=0)
             _save_state(state_path, model, opt, state)
-            raise
+            last_ckpt = time.monotonic()
+            epochs_run += 1
+            bar.log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
+                    f"{record['captions_per_s']:.0f} captions/s  val rsum {metrics['rsum']:.1f}"
+                    + ("  (best)" if state["best_epoch"] == epoch else ""), echo)
+            if interrupt.requested:
+                raise KeyboardInterrupt
     return TrainResult(out, state["best_epoch"], state["best_rsum"], epochs_run, run / LOG_FILE)
 
 
@@ -317,6 +320,28 @@ def _truncate_log(path: Path, epoch: int) -> None:
     keep = [ln for ln in lines if json.loads(ln).get("epoch", 0) < epoch]
     if len(keep) != len(lines):
         write_file(path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8"))
+
+
+class _Interrupt:
+    """Ctrl-C during training: finish the current step, checkpoint, then stop (a second Ctrl-C
+    stops at once). Interrupting inside ``optimizer.step()`` could checkpoint half-updated weights."""
+
+    requested = False
+
+    def __enter__(self) -> _Interrupt:
+        self._old: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 class _Progress:

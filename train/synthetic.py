@@ -1,10 +1,10 @@
 """A synthetic feature dataset whose structure mirrors what JEMC exploits (numpy only).
 
-Every video has three latent concepts: an object (with a colour) that appearance features see,
-an action that motion features see, and — for about half of the actions, the "noisy" ones — a
-sound. Captions name the concepts with synonyms, sometimes leaving one out. So:
+Every video has latent concepts: an object with a colour in a place, which appearance features
+see, an action that motion features see, and — for about half of the actions, the "noisy" ones —
+a sound. Captions name the concepts with synonyms, sometimes leaving some out. So:
 
-- ResNet-like features identify object and colour but barely the action;
+- ResNet-like features identify object, colour and place but barely the action;
 - I3D-like features identify the action but barely the object;
 - audio identifies only the sounding actions, and some videos have no audio track at all;
 - only a model using both appearance and motion can tell "a red dog running" from "a red dog
@@ -45,38 +45,38 @@ ACTIONS = [
     (("typing", "clicking"), True), (("painting", "drawing"), False), (("clapping", "cheering"), True),
     (("sitting", "resting"), False), (("whistling", "tooting"), True), (("fighting", "wrestling"), False),
 ]
-PLACES = ["", "", "in a room", "on the street", "outside", "in a video", "on stage", "in the park", "at home"]
+PLACES = ["in a kitchen", "on the street", "on a beach", "in a forest", "on stage", "in a park", "in an office", "in the snow"]
 
 
 def _projection(rng: np.random.Generator, latent: int, dim: int) -> np.ndarray:
     return rng.standard_normal((latent, dim)).astype(np.float32) / np.sqrt(latent)
 
 
-def _caption(rng: np.random.Generator, obj: int, colour: int, action: int) -> str:
+def _caption(rng: np.random.Generator, obj: int, colour: int, action: int, place: int) -> str:
     noun = OBJECTS[obj][rng.integers(2)]
     verb = ACTIONS[action][0][rng.integers(2)]
     adj = COLOURS[colour] + " " if rng.random() < 0.6 else ""
-    place = PLACES[rng.integers(len(PLACES))]
+    where = PLACES[place] if rng.random() < 0.5 else ""
     form = rng.random()
-    if form < 0.12:  # action only
-        text = f"someone is {verb} {place}"
-    elif form < 0.24:  # object only
-        text = f"a {adj}{noun} is shown {place}"
+    if form < 0.1:  # action only
+        text = f"someone is {verb} {where}"
+    elif form < 0.2:  # object only
+        text = f"a {adj}{noun} is shown {where}"
     elif form < 0.6:
-        text = f"a {adj}{noun} is {verb} {place}"
+        text = f"a {adj}{noun} is {verb} {where}"
     else:
-        text = f"there is a {adj}{noun} {verb} {place}"
+        text = f"there is a {adj}{noun} {verb} {where}"
     return " ".join(text.split())
 
 
 def synthesize(
     path: Path | str,
     n_train: int = 1000,
-    n_val: int = 100,
-    n_test: int = 300,
-    captions_per_video: int = 5,
+    n_val: int = 200,
+    n_test: int = 1000,
+    captions_per_video: int = 10,
     feature_dims: Mapping[str, int] | None = None,
-    noise: float = 0.6,
+    noise: float = 1.0,
     missing_audio: float = 0.1,
     seed: int = 0,
 ) -> FeatureDataset:
@@ -99,7 +99,7 @@ def synthesize(
     n = n_train + n_val + n_test
     latent = 24
     # concept embeddings in each stream's latent space
-    obj_r, col_r, act_r = (rng.standard_normal((k, latent)) for k in (len(OBJECTS), len(COLOURS), len(ACTIONS)))
+    obj_r, col_r, act_r, place_r = (rng.standard_normal((k, latent)) for k in (len(OBJECTS), len(COLOURS), len(ACTIONS), len(PLACES)))
     act_i, obj_i = rng.standard_normal((len(ACTIONS), latent)), rng.standard_normal((len(OBJECTS), latent))
     act_a, silence = rng.standard_normal((len(ACTIONS), latent)), rng.standard_normal(latent)
     proj = {name: _projection(rng, latent, dims[name]) for name in ("resnet", "i3d", "audio")}
@@ -107,6 +107,7 @@ def synthesize(
     obj = rng.integers(len(OBJECTS), size=n)
     col = rng.integers(len(COLOURS), size=n)
     act = rng.integers(len(ACTIONS), size=n)
+    place = rng.integers(len(PLACES), size=n)
     sounding = np.array([s for _, s in ACTIONS])[act]
 
     def stream(z: np.ndarray, name: str) -> np.ndarray:
@@ -115,7 +116,7 @@ def synthesize(
         return x.astype(np.float32)
 
     feats = {
-        "resnet": stream(obj_r[obj] + 0.8 * col_r[col] + 0.25 * act_r[act], "resnet"),
+        "resnet": stream(obj_r[obj] + 0.8 * col_r[col] + 0.6 * place_r[place] + 0.25 * act_r[act], "resnet"),
         "i3d": stream(act_i[act] + 0.25 * obj_i[obj], "i3d"),
         "audio": stream(np.where(sounding[:, None], act_a[act], silence[None, :]), "audio"),
     }
@@ -124,7 +125,7 @@ def synthesize(
     masks = {"resnet": np.ones(n, bool), "i3d": np.ones(n, bool), "audio": has_audio}
 
     videos = [f"video{i}" for i in range(n)]
-    captions = [(videos[i], _caption(rng, obj[i], col[i], act[i])) for i in range(n) for _ in range(captions_per_video)]
+    captions = [(videos[i], _caption(rng, obj[i], col[i], act[i], place[i])) for i in range(n) for _ in range(captions_per_video)]
     splits = {"train": videos[:n_train], "val": videos[n_train:n_train + n_val], "test": videos[n_train + n_val:]}
     source = {"synthetic": True, "seed": seed, "noise": noise, "missing_audio": missing_audio,
               "note": "generated by jemc_infer.train.synthetic; not real video features"}
