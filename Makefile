@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check jemc_infer train export engines tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from jemc_infer.train.data import check_finite
 
 from jemc_infer.errors import BackendUnavailableError, InputError, InputShapeError
-from jemc_infer.train.data import check_finite
 
 MSRVTT_SPLITS = {"train": "train", "validate": "val", "test": "test"}
 MSVD_SPLIT_SIZES = (1200, 100, 670)
@@ -247,7 +247,7 @@ def load_official_features(
     features = np.zeros((len(videos), dim), dtype=np.float32)
     mask = np.zeros(len(videos), dtype=bool)
     missing = []
-    for i, (vid, vec) in enumerate(zip(videos, rows)):
+    for i, (vid, vec) in enumerate(zip(videos, rows, strict=True)):
         if vec is None:
             missing.append(vid)
         else:

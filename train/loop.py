@@ -22,26 +22,26 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
+from jemc_infer.train.data import DATASET_FILE, FeatureDataset, open_dataset
+from jemc_infer.train.evaluate import embed_split, fused_similarity
+from jemc_infer.train.losses import ranking_loss
+from jemc_infer.train.metrics import retrieval_metrics
+from jemc_infer.train.presets import Preset, get_preset
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from jemc_infer.atomic import write_file
 from jemc_infer.config import LossMode, ModelConfig
 from jemc_infer.errors import InputError
-from jemc_infer.nn import JEMC, save_model
+from jemc_infer.nn import JEMC, resolve_device, save_model
 from jemc_infer.text import Vocabulary
-from jemc_infer.train.data import DATASET_FILE, FeatureDataset, open_dataset
-from jemc_infer.train.evaluate import embed_split, fused_similarity
-from jemc_infer.train.losses import ranking_loss
-from jemc_infer.train.metrics import retrieval_metrics
-from jemc_infer.train.presets import Preset, get_preset
 
 STATE_FORMAT = "jemc-train-state/1"
 STATE_FILE, VOCAB_FILE, LOG_FILE = "state.safetensors", "vocab.json", "log.jsonl"
@@ -64,11 +64,12 @@ class TrainConfig:
     min_count: int = 4  # vocabulary threshold
     seed: int = 0
     checkpoint_seconds: float = 120.0  # also checkpoint within an epoch this often
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"; bit-exact only on the CPU
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share (epochs may grow; checkpointing may change)."""
         d = dataclasses.asdict(self)
-        for k in ("epochs", "checkpoint_seconds"):
+        for k in ("epochs", "checkpoint_seconds", "device"):
             d.pop(k)
         d["loss"] = str(d["loss"]) if d["loss"] is not None else None
         return d
@@ -93,9 +94,10 @@ def dataset_fingerprint(ds: FeatureDataset) -> str:
 
 
 @contextmanager
-def _deterministic() -> Iterator[None]:
+def _deterministic(device: torch.device) -> Iterator[None]:
     old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    # CUDA has kernels without a deterministic variant: warn there rather than fail
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     try:
         yield
     finally:
@@ -103,11 +105,11 @@ def _deterministic() -> Iterator[None]:
 
 
 def _save_state(path: Path, model: JEMC, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     osd = opt.state_dict()
     for idx, st in osd["state"].items():
         for k, v in st.items():
-            tensors[f"optim.{idx}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+            tensors[f"optim.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().clone().contiguous()
     state = {**state, "param_groups": osd["param_groups"]}
     write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata={"state": json.dumps(state)}))
 
@@ -115,7 +117,7 @@ def _save_state(path: Path, model: JEMC, opt: torch.optim.Optimizer, state: dict
 def _load_state(path: Path, model: JEMC, opt: torch.optim.Optimizer) -> dict[str, Any]:
     with safe_open(str(path), framework="pt") as f:
         state = json.loads(f.metadata()["state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
@@ -183,6 +185,7 @@ def train(
     """
     out = Path(out)
     preset = get_preset(preset) if isinstance(preset, str) else preset
+    device = resolve_device(config.device)
     ds = open_dataset(data)
     _check_features(preset, ds)
     for split in ("train", "val"):
@@ -213,7 +216,7 @@ def train(
         "model": model_config.to_json(), "dataset": dataset_fingerprint(ds)}))
 
     torch.manual_seed(config.seed)
-    model = JEMC(model_config)
+    model = JEMC(model_config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     state: dict[str, Any] = {"identity": identity, "epoch": 0, "step": 0, "best_rsum": -1.0, "best_epoch": -1,
                              "loss_sum": 0.0, "loss_n": 0}
@@ -230,11 +233,11 @@ def train(
     _truncate_log(run / LOG_FILE, state["epoch"])
 
     feats_np, masks_np = ds.gather(train_split.videos, model_config.features)
-    feats = {k: torch.from_numpy(v) for k, v in feats_np.items()}
-    masks = {k: torch.from_numpy(v) for k, v in masks_np.items()}
+    feats = {k: torch.from_numpy(v).to(device) for k, v in feats_np.items()}
+    masks = {k: torch.from_numpy(v).to(device) for k, v in masks_np.items()}
     ids_np, lengths_np = vocab.encode_batch(train_split.captions)
-    ids, lengths = torch.from_numpy(ids_np), torch.from_numpy(lengths_np)
-    cap_video = torch.from_numpy(train_split.caption_video)
+    ids, lengths = torch.from_numpy(ids_np).to(device), torch.from_numpy(lengths_np).to(device)
+    cap_video = torch.from_numpy(train_split.caption_video).to(device)
     n_caps = len(lengths)
     n_batches = (n_caps + config.batch_size - 1) // config.batch_size
     space_params = {name: list(sp.parameters()) for name, sp in model.spaces.items()}
@@ -245,8 +248,8 @@ def train(
         m = {k: v[vids] for k, v in masks.items()}
         lens = lengths[rows]
         tok = ids[rows, : int(lens.max())]
-        total = torch.zeros(())
-        for name, sp in model.spaces.items():
+        total = torch.zeros((), device=device)
+        for sp in model.spaces.values():
             v, a, present = sp.video_parts(f, m)
             if a is not None:
                 total = total + ranking_loss(sp.fuse(v, a, present), sp.text(tok, lens), config.margin, loss_mode)
@@ -263,7 +266,7 @@ def train(
 
     epochs_run = 0
     bar = _Progress(enabled=progress)
-    with _deterministic(), bar, _Interrupt() as interrupt:
+    with _deterministic(device), bar, _Interrupt() as interrupt:
         last_ckpt = time.monotonic()
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
@@ -274,7 +277,7 @@ def train(
             bar.start_epoch(epoch, config.epochs, n_caps, done=min(state["step"] * config.batch_size, n_caps))
             t0, seen = time.perf_counter(), 0
             for b in range(state["step"], n_batches):
-                rows = order[b * config.batch_size:(b + 1) * config.batch_size]
+                rows = order[b * config.batch_size:(b + 1) * config.batch_size].to(device)
                 if len(rows) >= 2:  # a single pair has no negatives
                     state["loss_sum"] += step(rows)
                     state["loss_n"] += len(rows)

@@ -8,14 +8,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jemc_infer.atomic import write_file
-from jemc_infer.errors import InputError
-from jemc_infer.nn import model_from_bundle
-from jemc_infer.bundle import read_bundle
 from jemc_infer.train.data import open_dataset
 from jemc_infer.train.evaluate import evaluate_split
 from jemc_infer.train.loop import TrainConfig, train
 from jemc_infer.train.presets import GROUPS, PRESETS, get_preset
+
+from jemc_infer.atomic import write_file
+from jemc_infer.bundle import read_bundle
+from jemc_infer.errors import InputError
+from jemc_infer.nn import model_from_bundle, resolve_device
 
 COLUMNS = ("r1", "r5", "r10", "medr", "meanr")
 
@@ -70,7 +71,7 @@ def run_table1(
         echo(f"== {preset.label} ({name})")
         result = train(ds.path, preset, work / name, dataclasses.replace(config, loss=None), progress=progress, echo=echo)
         bundle = read_bundle(result.bundle)
-        metrics = evaluate_split(model_from_bundle(bundle), bundle.vocab, ds, split)
+        metrics = evaluate_split(model_from_bundle(bundle, resolve_device(config.device)), bundle.vocab, ds, split)
         rows.append(Row(name, preset.label, metrics, result.best_epoch))
         write_file(work / "table1.json", lambda tmp: tmp.write_text(json.dumps(
             {"data": str(ds.path), "split": split, "config": config.identity() | {"epochs": config.epochs},

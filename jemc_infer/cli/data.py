@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -44,7 +44,7 @@ def synth(
     typer.echo(_summary(ds))
 
 
-def _import(out: Path, ann: object, streams: dict[str, tuple[Optional[Path], str]], name: str) -> None:
+def _import(out: Path, ann: object, streams: dict[str, tuple[Path | None, str]], name: str) -> None:
     from jemc_infer.train.data import write_dataset
     from jemc_infer.train.formats import Annotations, load_official_features
 
@@ -69,9 +69,9 @@ def _import(out: Path, ann: object, streams: dict[str, tuple[Optional[Path], str
 def msrvtt(
     annotations: Annotated[list[Path], typer.Option(help="videodatainfo JSON (repeat: train_val_videodatainfo.json, test_videodatainfo.json).")],
     out: Annotated[Path, typer.Option(help="Dataset directory to write.")],
-    resnet: Annotated[Optional[Path], typer.Option(help="Folder of per-video ResNet .npy ([T, 2048]).")] = None,
-    i3d: Annotated[Optional[Path], typer.Option(help="Folder of per-video I3D .npy ([T, 1024]).")] = None,
-    audio: Annotated[Optional[Path], typer.Option(help="Folder of SoundNet .h5 (layer24 [1024, T]).")] = None,
+    resnet: Annotated[Path | None, typer.Option(help="Folder of per-video ResNet .npy ([T, 2048]).")] = None,
+    i3d: Annotated[Path | None, typer.Option(help="Folder of per-video I3D .npy ([T, 1024]).")] = None,
+    audio: Annotated[Path | None, typer.Option(help="Folder of SoundNet .h5 (layer24 [1024, T]).")] = None,
 ) -> None:
     """Import MSR-VTT (standard 6513/497/2990 split) with the official JEMC feature files."""
     with requires("[train]"):
@@ -86,10 +86,10 @@ def msrvtt(
 def msvd(
     captions: Annotated[Path, typer.Option(help="Caption list: '<clip id> <caption>' per line (AllVideoDescriptions.txt).")],
     out: Annotated[Path, typer.Option(help="Dataset directory to write.")],
-    mapping: Annotated[Optional[Path], typer.Option(help="youtube_mapping.txt ('<clip id> vid<N>'): standard ids and order.")] = None,
+    mapping: Annotated[Path | None, typer.Option(help="youtube_mapping.txt ('<clip id> vid<N>'): standard ids and order.")] = None,
     split: Annotated[str, typer.Option(help="Train,val,test video counts.")] = "1200,100,670",
-    resnet: Annotated[Optional[Path], typer.Option(help="Folder of per-video ResNet .npy.")] = None,
-    i3d: Annotated[Optional[Path], typer.Option(help="Folder of per-video I3D .npy.")] = None,
+    resnet: Annotated[Path | None, typer.Option(help="Folder of per-video ResNet .npy.")] = None,
+    i3d: Annotated[Path | None, typer.Option(help="Folder of per-video I3D .npy.")] = None,
 ) -> None:
     """Import MSVD (standard 1200/100/670 split, no audio) with per-video feature files."""
     from jemc_infer.train.formats import load_msvd

@@ -33,6 +33,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     ties: Annotated[str, typer.Option(help="Tie policy: optimistic (the official code's), pessimistic, average.")] = "optimistic",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
 ) -> None:
     """R@1, R@5, R@10, MedR, MeanR for text→video and video→text, as in the paper."""
     from jemc_infer.bundle import read_bundle
@@ -41,11 +42,11 @@ def evaluate(
     if ties not in TIES:
         raise fail(f"--ties | {ties!r} | expected one of {', '.join(TIES)}")
     with requires("[train]"):
-        from jemc_infer.nn import model_from_bundle
+        from jemc_infer.nn import model_from_bundle, resolve_device
         from jemc_infer.train.data import open_dataset
         from jemc_infer.train.evaluate import evaluate_split
 
     bundle = read_bundle(model)
     ds = open_dataset(data)
-    metrics = evaluate_split(model_from_bundle(bundle), bundle.vocab, ds, split, ties=ties)  # type: ignore[arg-type]
+    metrics = evaluate_split(model_from_bundle(bundle, resolve_device(device)), bundle.vocab, ds, split, ties=ties)  # type: ignore[arg-type]
     typer.echo(json.dumps(metrics) if as_json else format_metrics(metrics))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,13 +18,14 @@ def table1(
     data: Annotated[Path, typer.Option(help="Feature dataset directory.")],
     out: Annotated[Path, typer.Option(help="Work directory: one bundle per preset, table1.json.")] = Path("table1-runs"),
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per preset (30 in the paper).")] = 30,
-    presets: Annotated[Optional[str], typer.Option(help="Comma-separated presets; default: all the dataset's features allow.")] = None,
+    presets: Annotated[str | None, typer.Option(help="Comma-separated presets; default: all the dataset's features allow.")] = None,
     split: Annotated[str, typer.Option(help="Split to report.")] = "test",
     embed_dim: Annotated[int, typer.Option(min=1, help="Joint-space size.")] = 1024,
     word_dim: Annotated[int, typer.Option(min=1, help="Word-embedding size.")] = 300,
     batch_size: Annotated[int, typer.Option(min=2, help="Captions per step.")] = 128,
     lr_step: Annotated[int, typer.Option(min=1, help="Decay the learning rate every N epochs.")] = 15,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Rerun the paper's Table 1 on a dataset and print it as a Markdown table.
@@ -37,6 +38,6 @@ def table1(
         from jemc_infer.train.table1 import format_table, run_table1
 
     config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size,
-                         lr_step=lr_step, seed=seed)
+                         lr_step=lr_step, seed=seed, device=device)
     rows = run_table1(data, out, config, presets=parse_csv(presets), split=split, progress=not quiet, echo=echo_err)
     typer.echo(format_table(rows))

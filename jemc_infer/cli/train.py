@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,7 +25,7 @@ def train(
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 2e-4,
     lr_step: Annotated[int, typer.Option(min=1, help="Decay the learning rate every N epochs.")] = 15,
     lr_gamma: Annotated[float, typer.Option(min=0.0, help="Decay factor.")] = 0.1,
-    loss: Annotated[Optional[LossMode], typer.Option(help="Override the preset's loss.")] = None,
+    loss: Annotated[LossMode | None, typer.Option(help="Override the preset's loss.")] = None,
     margin: Annotated[float, typer.Option(help="Hinge margin.")] = 0.2,
     grad_clip: Annotated[float, typer.Option(min=0.0, help="Max gradient norm per space.")] = 2.0,
     embed_dim: Annotated[int, typer.Option(min=1, help="Joint-space size.")] = 1024,
@@ -33,6 +33,7 @@ def train(
     min_count: Annotated[int, typer.Option(min=1, help="Vocabulary: keep words seen this often.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed (runs are deterministic on the CPU).")] = 0,
     checkpoint_seconds: Annotated[float, typer.Option(min=0.0, help="Checkpoint within an epoch this often.")] = 120.0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     restart: Annotated[bool, typer.Option("--restart", help="Discard OUT.run/ instead of resuming it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -46,7 +47,7 @@ def train(
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, loss=loss,
                          margin=margin, grad_clip=grad_clip, embed_dim=embed_dim, word_dim=word_dim,
-                         min_count=min_count, seed=seed, checkpoint_seconds=checkpoint_seconds)
+                         min_count=min_count, seed=seed, checkpoint_seconds=checkpoint_seconds, device=device)
     result = run_training(data, preset, out, config, restart=restart, progress=not quiet, echo=echo_err)
     typer.echo(f"{result.bundle}: best validation rsum {result.best_rsum:.1f} at epoch {result.best_epoch + 1} "
                f"(log: {result.log})")

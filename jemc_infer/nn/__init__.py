@@ -3,7 +3,7 @@
 Only torch-side code imports this package; the runtime never does.
 """
 
+from jemc_infer.nn.io import model_from_bundle, resolve_device, save_model
 from jemc_infer.nn.jemc import JEMC, JointSpace, TextEncoder, VideoHead
-from jemc_infer.nn.io import model_from_bundle, save_model
 
-__all__ = ["JEMC", "JointSpace", "TextEncoder", "VideoHead", "model_from_bundle", "save_model"]
+__all__ = ["JEMC", "JointSpace", "TextEncoder", "VideoHead", "model_from_bundle", "resolve_device", "save_model"]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from jemc_infer.bundle import Bundle, read_bundle, write_bundle
+from jemc_infer.errors import InputError
 from jemc_infer.nn.jemc import JEMC
 from jemc_infer.text import Vocabulary
 
@@ -39,3 +40,22 @@ def model_from_bundle(bundle: Bundle | Path | str, device: str | torch.device = 
     model = JEMC(bundle.config)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
     return model.to(device).eval()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else the CPU.
+
+    Raises:
+        InputError: If a CUDA device is asked for and none is usable.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device | {name!r} | expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"device | {name!r} | not available here (torch.cuda.is_available() is {torch.cuda.is_available()}); use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"device | {name!r} | expected auto, cpu, cuda or cuda:N")
+    return device

@@ -141,3 +141,12 @@ def test_help_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "error: torch | not installed | needed here: pip install 'jemc-infer[train]'"], out.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal where there is no GPU")
+def test_cuda_without_a_gpu_is_one_line_exit_1(tiny_data: Path, tmp_path: Path) -> None:
+    r = _run("train", "--data", tiny_data, "--preset", "i3d", "--out", tmp_path / "m", "--device", "cuda")
+    _one_line_error(r, "device | 'cuda' | not available here")
+    r = _run("train", "--data", tiny_data, "--preset", "i3d", "--out", tmp_path / "m", "--device", "tpu")
+    _one_line_error(r, "expected auto, cpu, cuda or cuda:N")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.run").exists()

@@ -6,9 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
+from jemc_infer.train.metrics import retrieval_metrics
 
 from jemc_infer.errors import InputShapeError
-from jemc_infer.train.metrics import retrieval_metrics
 
 SIMS = np.array([[0.9, 0.1, 0.2],
                  [0.3, 0.5, 0.1],
@@ -58,7 +58,7 @@ def _oracle(sims: np.ndarray, cv: np.ndarray, ties: str) -> dict:
     def rank_stats(scores: np.ndarray, own: np.ndarray) -> list[float]:
         top = scores[own].max()
         g = int((scores > top).sum())
-        group = [bool(o) for s, o in zip(scores, own) if s == top]
+        group = [bool(o) for s, o in zip(scores, own, strict=True) if s == top]
         firsts = [next(i for i, o in enumerate(p) if o) for p in itertools.permutations(group)]
         if ties == "optimistic":
             return [g]
