@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 
 TINY_DIMS = {"resnet": 48, "i3d": 32, "audio": 24}
+# small enough for seconds per epoch, large enough that a few epochs learn (noise 0.5: easier than the default)
+TINY_SYNTH = dict(n_train=320, n_val=40, n_test=40, captions_per_video=3, feature_dims=TINY_DIMS, noise=0.5, seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 160/40/40-video synthetic dataset with small feature widths (read-only: copy to modify)."""
+    """A 320/40/40-video synthetic dataset with small feature widths (read-only: copy to modify)."""
     from jemc_infer.train.synthetic import synthesize
 
     path = tmp_path_factory.mktemp("data") / "synthetic"
-    synthesize(path, n_train=160, n_val=40, n_test=40, captions_per_video=3, feature_dims=TINY_DIMS, seed=1)
+    synthesize(path, **TINY_SYNTH)
     return path
 
 

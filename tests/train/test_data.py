@@ -109,14 +109,15 @@ def test_unknown_split(tmp_path: Path) -> None:
 def test_synthetic_dataset_has_the_promised_structure(tiny_data: Path, tmp_path: Path) -> None:
     ds = open_dataset(tiny_data)
     assert set(ds.features) == {"resnet", "i3d", "audio"}
-    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 160, "val": 40, "test": 40}
-    assert 0 < (~ds.masks["audio"]).sum() < 40  # some videos have no audio track
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 320, "val": 40, "test": 40}
+    assert 0 < (~ds.masks["audio"]).sum() < 80  # some videos have no audio track (10%)
     assert np.all(np.asarray(ds.features["audio"])[~ds.masks["audio"]] == 0)
     assert ds.source["synthetic"] is True
     copy = tmp_path / "copy"
     shutil.copytree(tiny_data, copy)
     from jemc_infer.train.synthetic import synthesize
 
-    again = synthesize(copy, n_train=160, n_val=40, n_test=40, captions_per_video=3,
-                       feature_dims={"resnet": 48, "i3d": 32, "audio": 24}, seed=1)
+    from conftest import TINY_SYNTH
+
+    again = synthesize(copy, **TINY_SYNTH)
     assert np.array_equal(np.asarray(again.features["resnet"]), np.asarray(ds.features["resnet"]))
