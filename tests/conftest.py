@@ -22,6 +22,12 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
+def tiny_synth_args() -> dict:
+    """The arguments ``tiny_data`` was generated with."""
+    return dict(TINY_SYNTH)
+
+
+@pytest.fixture()
 def tiny_train_config():  # noqa: ANN201 - avoids importing torch at collection
     from jemc_infer.train.loop import TrainConfig
 

@@ -106,7 +106,7 @@ def test_unknown_split(tmp_path: Path) -> None:
         ds.split("val")
 
 
-def test_synthetic_dataset_has_the_promised_structure(tiny_data: Path, tmp_path: Path) -> None:
+def test_synthetic_dataset_has_the_promised_structure(tiny_data: Path, tmp_path: Path, tiny_synth_args: dict) -> None:
     ds = open_dataset(tiny_data)
     assert set(ds.features) == {"resnet", "i3d", "audio"}
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 320, "val": 40, "test": 40}
@@ -117,7 +117,5 @@ def test_synthetic_dataset_has_the_promised_structure(tiny_data: Path, tmp_path:
     shutil.copytree(tiny_data, copy)
     from jemc_infer.train.synthetic import synthesize
 
-    from conftest import TINY_SYNTH
-
-    again = synthesize(copy, **TINY_SYNTH)
+    again = synthesize(copy, **tiny_synth_args)
     assert np.array_equal(np.asarray(again.features["resnet"]), np.asarray(ds.features["resnet"]))
