@@ -20,6 +20,7 @@ feature files, ``jemc-infer data synth`` from the synthetic generator, and (late
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from jemc_infer.atomic import staged_dir
+from jemc_infer.bundle import sha256_file
 from jemc_infer.errors import InputError, InputShapeError
 
 DATASET_FORMAT = "jemc-features/1"
@@ -62,6 +64,13 @@ class FeatureDataset:
     @property
     def feature_dims(self) -> dict[str, int]:
         return {k: int(v.shape[1]) for k, v in self.features.items()}
+
+    def fingerprint(self) -> str:
+        """sha256 (16 hex digits) of every file of the dataset: a resumed training run checks that
+        its data did not change underneath it."""
+        files = sorted(p for p in self.path.iterdir() if p.is_file())
+        listing = "\n".join(f"{p.name} {sha256_file(p)}" for p in files)
+        return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
     def has_feature(self, name: str) -> bool:
         """True when the feature exists for at least one video."""

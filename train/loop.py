@@ -16,7 +16,6 @@ and the epoch number, so a resumed run computes exactly what an uninterrupted on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import signal
@@ -87,10 +86,6 @@ class TrainResult:
 def run_dir_for(out: Path) -> Path:
     """Where a run writing bundle ``out`` keeps its state."""
     return out.with_name(out.name + ".run")
-
-
-def dataset_fingerprint(ds: FeatureDataset) -> str:
-    return hashlib.sha256((ds.path / DATASET_FILE).read_bytes()).hexdigest()[:16]
 
 
 @contextmanager
@@ -213,7 +208,7 @@ def train(
     )
     identity = json.loads(json.dumps({  # in its JSON form, as it is compared with a saved one
         "format": STATE_FORMAT, "preset": preset.name, "train": config.identity(),
-        "model": model_config.to_json(), "dataset": dataset_fingerprint(ds)}))
+        "model": model_config.to_json(), "dataset": ds.fingerprint()}))
 
     torch.manual_seed(config.seed)
     model = JEMC(model_config).to(device)
@@ -240,7 +235,7 @@ def train(
     cap_video = torch.from_numpy(train_split.caption_video).to(device)
     n_caps = len(lengths)
     n_batches = (n_caps + config.batch_size - 1) // config.batch_size
-    space_params = {name: list(sp.parameters()) for name, sp in model.spaces.items()}
+    space_params = [list(sp.parameters()) for sp in model.spaces.values()]
 
     def step(rows: torch.Tensor) -> float:
         vids = cap_video[rows]
@@ -259,7 +254,7 @@ def train(
                 total = total + ranking_loss(v, sp.text(tok, lens), config.margin, loss_mode)
         opt.zero_grad(set_to_none=True)
         total.backward()
-        for params in space_params.values():
+        for params in space_params:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
         return float(total.detach())

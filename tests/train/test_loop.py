@@ -137,3 +137,16 @@ def test_preset_needing_an_absent_feature_is_refused(tiny_data: Path, tmp_path: 
     with pytest.raises(InputError, match="expected one of: vse-resnet"):
         train(no_audio.path, "resnet-50", tmp_path / "m", tiny_train_config, progress=False)
     assert not (tmp_path / "m").exists()
+
+
+def test_resume_refuses_changed_data(tiny_data: Path, tmp_path: Path, tiny_train_config) -> None:
+    import shutil
+
+    shutil.copytree(tiny_data, tmp_path / "d")
+    config = dataclasses.replace(tiny_train_config, epochs=1)
+    train(tmp_path / "d", "i3d", tmp_path / "m", config, progress=False, echo=lambda s: None)
+    arr = np.load(tmp_path / "d" / "i3d.npy")
+    arr[0, 0] += 1.0
+    np.save(tmp_path / "d" / "i3d.npy", arr)
+    with pytest.raises(InputError, match=r"different settings \(dataset\)"):
+        train(tmp_path / "d", "i3d", tmp_path / "m", dataclasses.replace(config, epochs=2), progress=False)
