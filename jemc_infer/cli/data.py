@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from jemc_infer.cli._common import echo_err, fail, handle_errors, requires
 
+if TYPE_CHECKING:
+    from jemc_infer.train.data import FeatureDataset
+    from jemc_infer.train.formats import Annotations
+
 app = typer.Typer(no_args_is_help=True)
 
 
-def _summary(ds: object) -> str:
-    from jemc_infer.train.data import FeatureDataset
-
-    assert isinstance(ds, FeatureDataset)
+def _summary(ds: FeatureDataset) -> str:
     splits = ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items())
     feats = ", ".join(f"{k} {d}-d ({int(ds.masks[k].sum())}/{len(ds.videos)} present)" for k, d in ds.feature_dims.items())
     return f"{ds.path}: {len(ds.videos)} videos ({splits}), {len(ds.captions)} captions; features: {feats}"
@@ -44,11 +45,10 @@ def synth(
     typer.echo(_summary(ds))
 
 
-def _import(out: Path, ann: object, streams: dict[str, tuple[Path | None, str]], name: str) -> None:
+def _import(out: Path, ann: Annotations, streams: dict[str, tuple[Path | None, str]], name: str) -> None:
     from jemc_infer.train.data import write_dataset
-    from jemc_infer.train.formats import Annotations, load_official_features
+    from jemc_infer.train.formats import load_official_features
 
-    assert isinstance(ann, Annotations)
     feats, masks = {}, {}
     for feature, (directory, kind) in streams.items():
         if directory is None:
