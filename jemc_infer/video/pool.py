@@ -1,0 +1,163 @@
+"""Decode many videos in worker processes, each file under a time limit.
+
+A hung or pathological file (a stalled network mount, a decoder stuck in a loop, a crash inside
+FFmpeg) must cost one file, not the run. So every decode runs in a worker process that the parent
+can kill: the worker gives up on a file whose decoding time passes ``time_limit``; the parent kills
+a worker that sends nothing for ``time_limit`` seconds *while the parent is waiting on it* (time
+the parent spends elsewhere, e.g. running backbones, does not count), and replaces it.
+
+Chunks travel back through one pipe per worker; a worker blocks while its pipe is full, which
+bounds memory to about one chunk per worker in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from jemc_infer.video.decode import Chunk, DecodeError, DecodeStats, VideoInfo, VideoReader
+from jemc_infer.video.sampling import Sampling
+
+
+@dataclass
+class Event:
+    """Something that happened to the video at ``index`` of the input list."""
+
+    index: int
+    kind: str  # "chunk", "done" or "failed"
+    chunk: Chunk | None = None
+    info: VideoInfo | None = None
+    stats: DecodeStats | None = None
+    reason: str | None = None  # why it failed (one line)
+
+
+def _worker(conn: Connection, sampling: Sampling, streams: tuple[bool, bool, bool], time_limit: float) -> None:
+    """Worker process: decode the files the parent sends, stream chunks back."""
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        index, path = task
+        reader = VideoReader(path, sampling, *streams)
+        start, waited = time.monotonic(), 0.0
+        try:
+            for chunk in reader:
+                t = time.monotonic()
+                conn.send(("chunk", index, chunk))
+                waited += time.monotonic() - t  # blocked on the parent: not decoding time
+                if time.monotonic() - start - waited > time_limit:
+                    raise DecodeError(f"timed out: decoding took more than {time_limit:g} s")
+            conn.send(("done", index, reader.info, reader.stats))
+        except DecodeError as err:
+            conn.send(("failed", index, str(err)))
+        except Exception as err:  # noqa: BLE001 - any bug in one file must not end the run
+            conn.send(("failed", index, f"decoder error: {type(err).__name__}: {err}"))
+
+
+class _Slot:
+    """One worker process and the file it is decoding."""
+
+    def __init__(self, ctx: Any, args: tuple) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker, args=(child, *args), daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: tuple[int, str] | None = None
+        self.stall = 0.0
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+def decode_many(
+    paths: Sequence[Path | str],
+    sampling: Sampling,
+    workers: int = 1,
+    time_limit: float = 600.0,
+    streams: tuple[bool, bool, bool] = (True, True, True),
+) -> Iterator[Event]:
+    """Decode ``paths`` in ``workers`` processes; yield their chunks and outcomes as they come.
+
+    Every path ends with exactly one ``done`` or ``failed`` event; its ``chunk`` events come
+    before it, in order. Events of different videos interleave.
+
+    Args:
+        paths: Video files.
+        sampling: Sampling settings.
+        workers: Decoder processes (>= 1).
+        time_limit: Seconds of decoding one file may take (waits on the consumer excluded).
+        streams: Which of (object, activity, audio) to produce.
+
+    Raises:
+        ValueError: If ``workers`` < 1.
+    """
+    if workers < 1:
+        raise ValueError(f"workers | {workers} | expected >= 1")
+    ctx = mp.get_context("spawn")  # no fork: the parent may hold torch / CUDA state
+    args = (sampling, streams, time_limit)
+    pending = deque((i, str(p)) for i, p in enumerate(paths))
+    slots = [_Slot(ctx, args) for _ in range(min(workers, max(1, len(pending))))]
+    try:
+        while True:
+            for slot in slots:
+                if slot.task is None and pending:
+                    slot.task, slot.stall = pending.popleft(), 0.0
+                    slot.conn.send(slot.task)
+            busy = [s for s in slots if s.task is not None]
+            if not busy:
+                return
+            t = time.monotonic()
+            ready = wait([s.conn for s in busy], timeout=min(1.0, time_limit))
+            waited = time.monotonic() - t
+            for i, slot in enumerate(slots):
+                if slot.task is None:
+                    continue
+                index = slot.task[0]
+                if slot.conn in ready:
+                    slot.stall = 0.0
+                    try:
+                        msg = slot.conn.recv()
+                    except (EOFError, OSError):
+                        code = slot.proc.exitcode
+                        slots[i] = _Slot(ctx, args)
+                        slot.kill()
+                        yield Event(index, "failed", reason=f"decoder process died (exit code {code})")
+                        continue
+                    kind = msg[0]
+                    if kind == "chunk":
+                        yield Event(index, "chunk", chunk=msg[2])
+                    else:
+                        slot.task = None
+                        if kind == "done":
+                            yield Event(index, "done", info=msg[2], stats=msg[3])
+                        else:
+                            yield Event(index, "failed", reason=msg[2])
+                else:
+                    slot.stall += waited
+                    if slot.stall > time_limit:
+                        slot.kill()
+                        slots[i] = _Slot(ctx, args)
+                        yield Event(index, "failed", reason=f"timed out: no progress for {time_limit:g} s (stopped)")
+    finally:
+        for slot in slots:
+            if slot.task is not None:  # stopped early: it may be blocked sending to us
+                slot.kill()
+                continue
+            with contextlib.suppress(OSError):
+                slot.conn.send(None)
+            slot.proc.join(timeout=5)
+            if slot.proc.is_alive():
+                slot.proc.kill()
+            slot.conn.close()
