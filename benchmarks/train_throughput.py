@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from jemc_infer.train.loop import TrainConfig, load_log, train
 from jemc_infer.train.synthetic import synthesize
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from jemc_infer.train.data import DATASET_FILE, FeatureDataset, Split
-from jemc_infer.train.metrics import Ties, retrieval_metrics
 
 from jemc_infer.config import ModelConfig
 from jemc_infer.errors import InputError
 from jemc_infer.nn import JEMC
 from jemc_infer.text import Vocabulary
+from jemc_infer.train.data import DATASET_FILE, FeatureDataset, Split
+from jemc_infer.train.metrics import Ties, retrieval_metrics
 
 
 def check_compatible(config: ModelConfig, ds: FeatureDataset) -> None:

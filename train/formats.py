@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from jemc_infer.train.data import check_finite
 
 from jemc_infer.errors import BackendUnavailableError, InputError, InputShapeError
+from jemc_infer.train.data import check_finite
 
 MSRVTT_SPLITS = {"train": "train", "validate": "val", "test": "test"}
 MSVD_SPLIT_SIZES = (1200, 100, 670)
@@ -35,6 +35,7 @@ class Annotations:
     videos: list[str]  # ids in a stable order
     captions: list[tuple[str, str]]  # (video id, caption)
     splits: dict[str, list[str]]  # split name → video ids
+    aliases: dict[str, str] = field(default_factory=dict)  # file stem → video id, where they differ (MSVD clips)
 
 
 def _read_json(path: Path) -> dict:
@@ -146,6 +147,37 @@ def load_msvd(captions_file: Path | str, mapping_file: Path | str | None = None,
         )
     a, b, _ = split_sizes
     splits = {"train": videos[:a], "val": videos[a:a + b], "test": videos[a + b:]}
+    return Annotations(videos=videos, captions=captions, splits=splits, aliases=dict(mapping or {}))
+
+
+def load_captions_jsonl(path: Path | str) -> Annotations:
+    """Read a custom collection's captions: one ``{"video": id, "text": caption, "split": name}`` per line.
+
+    Raises:
+        InputError: Naming the line that is not in this shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} | missing | expected JSON lines of {{\"video\": id, \"text\": caption, \"split\": name}}")
+    captions, split_of = [], {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                vid, text, split = str(rec["video"]), rec["text"], str(rec["split"])
+                if not isinstance(text, str) or not text.strip():
+                    raise TypeError
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(f"{path}:{lineno} | {line.strip()[:60]!r} | expected {{\"video\": id, \"text\": caption, \"split\": name}}") from None
+            if split_of.setdefault(vid, split) != split:
+                raise InputError(f"{path}:{lineno} | video {vid!r} in splits {split_of[vid]!r} and {split!r} | expected one split per video")
+            captions.append((vid, text))
+    videos = list(split_of)
+    splits: dict[str, list[str]] = {}
+    for vid in videos:
+        splits.setdefault(split_of[vid], []).append(vid)
     return Annotations(videos=videos, captions=captions, splits=splits)
 
 

@@ -28,11 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jemc_infer.train.data import DATASET_FILE, FeatureDataset, open_dataset
-from jemc_infer.train.evaluate import embed_split, fused_similarity
-from jemc_infer.train.losses import ranking_loss
-from jemc_infer.train.metrics import retrieval_metrics
-from jemc_infer.train.presets import Preset, get_preset
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -41,6 +36,11 @@ from jemc_infer.config import LossMode, ModelConfig
 from jemc_infer.errors import InputError
 from jemc_infer.nn import JEMC, resolve_device, save_model
 from jemc_infer.text import Vocabulary
+from jemc_infer.train.data import DATASET_FILE, FeatureDataset, open_dataset
+from jemc_infer.train.evaluate import embed_split, fused_similarity
+from jemc_infer.train.losses import ranking_loss
+from jemc_infer.train.metrics import retrieval_metrics
+from jemc_infer.train.presets import Preset, get_preset
 
 STATE_FORMAT = "jemc-train-state/1"
 STATE_FILE, VOCAB_FILE, LOG_FILE = "state.safetensors", "vocab.json", "log.jsonl"

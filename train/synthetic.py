@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from jemc_infer.train.data import FeatureDataset, write_dataset
 
 from jemc_infer.config import DEFAULT_FEATURE_DIMS
+from jemc_infer.train.data import FeatureDataset, write_dataset
 
 OBJECTS = [
     ("man", "guy"), ("woman", "lady"), ("child", "kid"), ("dog", "puppy"), ("cat", "kitten"),

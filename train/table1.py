@@ -8,15 +8,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jemc_infer.train.data import open_dataset
-from jemc_infer.train.evaluate import evaluate_split
-from jemc_infer.train.loop import TrainConfig, train
-from jemc_infer.train.presets import GROUPS, PRESETS, get_preset
-
 from jemc_infer.atomic import write_file
 from jemc_infer.bundle import read_bundle
 from jemc_infer.errors import InputError
 from jemc_infer.nn import model_from_bundle, resolve_device
+from jemc_infer.train.data import open_dataset
+from jemc_infer.train.evaluate import evaluate_split
+from jemc_infer.train.loop import TrainConfig, train
+from jemc_infer.train.presets import GROUPS, PRESETS, get_preset
 
 COLUMNS = ("r1", "r5", "r10", "medr", "meanr")
 

@@ -11,6 +11,7 @@ import typer
 from jemc_infer.cli import _common
 from jemc_infer.cli.data import app as data_app
 from jemc_infer.cli.evaluate import app as evaluate_app
+from jemc_infer.cli.features import app as features_app
 from jemc_infer.cli.table1 import app as table1_app
 from jemc_infer.cli.train import app as train_app
 
@@ -31,6 +32,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks inst
 
 
 app.add_typer(data_app, name="data", help="Create feature datasets (synthetic, MSR-VTT, MSVD).")
+app.add_typer(features_app)
 app.add_typer(train_app)
 app.add_typer(evaluate_app)
 app.add_typer(table1_app)

@@ -17,20 +17,21 @@ import numpy as np
 
 from jemc_infer.video.decode import DecodeStats, VideoInfo
 from jemc_infer.video.pool import decode_many
-from jemc_infer.video.sampling import Sampling, i3d_input, resnet_input
+from jemc_infer.video.sampling import Sampling
 
 STREAMS = ("resnet", "i3d", "audio")  # feature names: object, activity, audio
 
 
 class FeatureEncoder(Protocol):
-    """The three backbones, numpy in and out."""
+    """The three backbones, numpy in and out. Each normalises its input as its backbone expects
+    (``resnet_input`` / ``i3d_input`` in numpy, or the same on the device)."""
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
-        """float32 [n, 3, H, W] ImageNet-normalised → float32 [n, D_object]."""
+        """uint8 [n, H, W, 3] RGB → float32 [n, D_object]."""
         ...
 
     def encode_clips(self, clips: np.ndarray) -> np.ndarray:
-        """float32 [m, 3, T, H, W] in [-1, 1] → float32 [m, D_activity]."""
+        """uint8 [m, T, H, W, 3] RGB → float32 [m, D_activity]."""
         ...
 
     def encode_audio(self, wave: np.ndarray) -> np.ndarray:
@@ -59,6 +60,8 @@ class _Acc:
     sums: dict[str, np.ndarray] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     pending: int = 0  # samples waiting in a batch
+    audio: list[np.ndarray] = field(default_factory=list)  # samples not yet through the audio backbone
+    audio_n: int = 0
     done: VideoResult | None = None
 
     def add(self, name: str, total: np.ndarray, n: int) -> None:
@@ -69,8 +72,8 @@ class _Acc:
 class _Batcher:
     """Collects samples of one stream from many videos into fixed-size encoder batches."""
 
-    def __init__(self, name: str, size: int, prepare, encode) -> None:  # noqa: ANN001
-        self.name, self.size, self.prepare, self.encode = name, size, prepare, encode
+    def __init__(self, name: str, size: int, encode) -> None:  # noqa: ANN001
+        self.name, self.size, self.encode = name, size, encode
         self.items: list[tuple[int, np.ndarray]] = []
         self.n = 0
 
@@ -96,7 +99,7 @@ class _Batcher:
                     self.items[0] = (index, rest)
                 else:
                     self.items.pop(0)
-            out = self.encode(self.prepare(np.concatenate(batch)))
+            out = self.encode(np.concatenate(batch))
             self.n -= sum(n for _, n in owners)
             start = 0
             for index, n in owners:
@@ -114,6 +117,7 @@ def extract_features(
     time_limit: float = 600.0,
     frame_batch: int = 32,
     clip_batch: int = 4,
+    audio_window: float = 60.0,
 ) -> Iterator[VideoResult]:
     """Yield one :class:`VideoResult` per path, in completion order.
 
@@ -128,15 +132,24 @@ def extract_features(
         workers: Decoder processes.
         time_limit: Seconds of decoding per file before it is stopped and reported.
         frame_batch: Frames per object-backbone batch. ``clip_batch`` likewise.
+        audio_window: Seconds of audio per pass of the audio backbone. SoundNet's receptive field
+            spans seconds, so a track up to this long is encoded whole, as the original feature
+            extraction did; longer ones in windows of this length (memory stays bounded).
     """
     unknown = set(streams) - set(STREAMS)
     if unknown:
         raise ValueError(f"streams | {sorted(unknown)} | expected a subset of {STREAMS}")
     want = tuple(s in streams for s in STREAMS)
     accs: dict[int, _Acc] = {}
-    batchers = {"resnet": _Batcher("resnet", frame_batch, resnet_input, encoder.encode_frames),
-                "i3d": _Batcher("i3d", clip_batch, i3d_input, encoder.encode_clips)}
+    batchers = {"resnet": _Batcher("resnet", frame_batch, encoder.encode_frames),
+                "i3d": _Batcher("i3d", clip_batch, encoder.encode_clips)}
     batchers = {k: v for k, v in batchers.items() if k in streams}
+
+    def encode_audio(acc: _Acc) -> None:
+        if acc.audio_n:
+            out = encoder.encode_audio(np.concatenate(acc.audio))
+            acc.add("audio", out.sum(axis=0), len(out))
+            acc.audio, acc.audio_n = [], 0
 
     def finished() -> Iterator[VideoResult]:
         for index in [i for i, a in accs.items() if a.done is not None and a.pending == 0]:
@@ -158,11 +171,14 @@ def extract_features(
                 batchers["i3d"].add(event.index, chunk.clips)
                 acc.pending += len(chunk.clips)
             if want[2] and len(chunk.audio):
-                out = encoder.encode_audio(chunk.audio)
-                acc.add("audio", out.sum(axis=0), len(out))
+                acc.audio.append(chunk.audio)
+                acc.audio_n += len(chunk.audio)
+                if acc.audio_n >= audio_window * sampling.audio_rate:
+                    encode_audio(acc)
             for b in batchers.values():
                 b.flush(accs)
         elif event.kind == "done":
+            encode_audio(acc)
             acc.done = VideoResult(event.index, str(paths[event.index]), info=event.info, stats=event.stats)
         else:
             for b in batchers.values():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jemc_infer.train.data import open_dataset, write_dataset
 
 from jemc_infer.errors import InputError
+from jemc_infer.train.data import open_dataset, write_dataset
 
 
 def _small(path: Path, **overrides):  # noqa: ANN202

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jemc_infer.train.formats import load_msrvtt, load_msvd, load_official_features
 
 from jemc_infer.errors import InputError
+from jemc_infer.train.formats import load_msrvtt, load_msvd, load_official_features
 
 
 def _msrvtt_file(path: Path, split_of: dict[int, str]) -> Path:

@@ -13,12 +13,11 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_cuda_training_learns_and_its_bundle_matches_on_cpu(tiny_data: Path, tmp_path: Path, tiny_train_config) -> None:
+    from jemc_infer.bundle import read_bundle
+    from jemc_infer.nn import model_from_bundle
     from jemc_infer.train.data import open_dataset
     from jemc_infer.train.evaluate import evaluate_split
     from jemc_infer.train.loop import load_log, train
-
-    from jemc_infer.bundle import read_bundle
-    from jemc_infer.nn import model_from_bundle
 
     config = dataclasses.replace(tiny_train_config, epochs=4, device="cuda")
     result = train(tiny_data, "jemc", tmp_path / "m", config, progress=False, echo=lambda s: None)

@@ -16,13 +16,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jemc_infer.train.data import open_dataset, write_dataset  # noqa: E402
-from jemc_infer.train.loop import load_log, run_dir_for, train, validate  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
 from jemc_infer.errors import InputError  # noqa: E402
 from jemc_infer.nn import JEMC, model_from_bundle  # noqa: E402
 from jemc_infer.text import Vocabulary  # noqa: E402
+from jemc_infer.train.data import open_dataset, write_dataset  # noqa: E402
+from jemc_infer.train.loop import load_log, run_dir_for, train, validate  # noqa: E402
 
 
 def _weights(path: Path) -> dict[str, np.ndarray]:

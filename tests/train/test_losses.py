@@ -6,9 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jemc_infer.train.losses import ranking_loss  # noqa: E402
-
 from jemc_infer.errors import InputShapeError  # noqa: E402
+from jemc_infer.train.losses import ranking_loss  # noqa: E402
 
 # scores S = video @ text.T; with video = I, S[i, j] = text[j, i], so text = S.T
 S = torch.tensor([[0.9, 0.8, 0.1],

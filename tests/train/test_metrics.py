@@ -6,9 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
-from jemc_infer.train.metrics import retrieval_metrics
 
 from jemc_infer.errors import InputShapeError
+from jemc_infer.train.metrics import retrieval_metrics
 
 SIMS = np.array([[0.9, 0.1, 0.2],
                  [0.3, 0.5, 0.1],

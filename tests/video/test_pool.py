@@ -62,10 +62,10 @@ class MeanColour:
     tested in tests/nn; here what matters is which samples reach them, batched how)."""
 
     def encode_frames(self, x: np.ndarray) -> np.ndarray:
-        return x.mean(axis=(2, 3))
+        return resnet_input(x).mean(axis=(2, 3))
 
     def encode_clips(self, x: np.ndarray) -> np.ndarray:
-        return x.mean(axis=(2, 3, 4))
+        return i3d_input(x).mean(axis=(2, 3, 4))
 
     def encode_audio(self, wave: np.ndarray) -> np.ndarray:
         n = max(1, len(wave) // 2205)
