@@ -31,5 +31,9 @@ class EngineMismatchError(JemcError):
     """A serialized engine was built for another model, library version, or device."""
 
 
+class DecodeError(JemcError):
+    """A video that cannot be decoded; ``str(err)`` is the reason, one line a user can act on."""
+
+
 class IndexCorruptError(JemcError):
     """An index directory is inconsistent with its manifest."""

@@ -26,12 +26,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from jemc_infer.errors import JemcError
+from jemc_infer.errors import DecodeError
 from jemc_infer.video.sampling import Sampling
 
-
-class DecodeError(JemcError):
-    """A video that cannot be decoded. ``str(err)`` is the reason, one line."""
+__all__ = ["Chunk", "DecodeError", "DecodeStats", "VideoInfo", "VideoReader", "probe"]
 
 
 @dataclass

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jemc_infer.errors import InputError
-from jemc_infer.train.formats import load_msrvtt, load_msvd, load_official_features
+from jemc_infer.train.formats import load_captions_jsonl, load_msrvtt, load_msvd, load_official_features
 
 
 def _msrvtt_file(path: Path, split_of: dict[int, str]) -> Path:
@@ -54,6 +54,7 @@ def test_msvd_caption_list_with_mapping(tmp_path: Path) -> None:
     assert ann.videos == ["vid1", "vid2", "vid10"]
     assert ann.splits == {"train": ["vid1"], "val": ["vid2"], "test": ["vid10"]}
     assert ann.captions[1] == ("vid1", "A chipmunk is eating.")
+    assert ann.aliases["-4wsuPCjDBc_5_15"] == "vid1"  # file stems (clip ids) → video ids
     plain = load_msvd(caps, split_sizes=(2, 0, 1))
     assert plain.videos == ["-4wsuPCjDBc_5_15", "abc_1_2", "xyz_3_4"]
 
@@ -122,3 +123,17 @@ def test_official_feature_refusals(tmp_path: Path) -> None:
         load_official_features(["video0", "video1"], d)
     with pytest.raises(InputError, match="not a directory"):
         load_official_features(["video0"], tmp_path / "absent")
+
+
+def test_custom_collection_jsonl(tmp_path: Path) -> None:
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"video": "a", "text": "a dog", "split": "train"}\n{"video": "b", "text": "a cat", "split": "test"}\n'
+                 '{"video": "a", "text": "a puppy", "split": "train"}\n')
+    ann = load_captions_jsonl(p)
+    assert ann.videos == ["a", "b"] and ann.splits == {"train": ["a"], "test": ["b"]} and len(ann.captions) == 3
+    p.write_text('{"video": "a", "text": "x", "split": "train"}\n{"video": "a", "text": "y", "split": "test"}\n')
+    with pytest.raises(InputError, match="one split per video"):
+        load_captions_jsonl(p)
+    p.write_text('{"video": "a", "caption": "x"}\n')
+    with pytest.raises(InputError, match=r"c\.jsonl:1"):
+        load_captions_jsonl(p)
