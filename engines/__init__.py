@@ -1,1 +1,105 @@
-"""Engines (installed as ``jemc_infer.engines``): onnxruntime, TensorRT, torch. Not built yet (issue 4)."""
+"""Engines (installed as ``jemc_infer.engines``): one interface over onnxruntime, TensorRT and torch.
+
+:func:`open_engine` picks the backend for a graph of a bundle. ``auto`` takes the fastest one that
+really works here — a TensorRT engine built for this GPU, then onnxruntime on CUDA, then
+onnxruntime on the CPU, then torch — and says which and why. Backends are imported only when
+tried, so a runtime install without torch, TensorRT or pycuda never imports them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jemc_infer.engines.base import Engine
+from jemc_infer.errors import BackendUnavailableError, BundleError, EngineMismatchError, InputError
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+DEVICES = ("auto", "cpu", "cuda")
+
+__all__ = ["BACKENDS", "DEVICES", "Engine", "open_engine"]
+
+
+def _tensorrt(bundle: Path, graph: str, precision: str) -> Engine:
+    try:
+        from jemc_infer.engines.tensorrt import TensorrtEngine
+    except ImportError as err:
+        raise BackendUnavailableError(f"TensorRT engine | unavailable ({err}) | expected jemc_infer.engines.tensorrt") from None
+    return TensorrtEngine.from_bundle(bundle, graph, precision)
+
+
+def _onnxruntime(bundle: Path, graph: str, precision: str, provider: str) -> Engine:
+    from jemc_infer.engines.onnxruntime import OnnxruntimeEngine
+
+    return OnnxruntimeEngine.from_bundle(bundle, graph, precision, provider)
+
+
+def _torch(bundle: Path, graph: str, device: str, backbones: Any) -> Engine:
+    try:
+        from jemc_infer.engines.torch import TorchEngine
+    except ImportError as err:
+        raise BackendUnavailableError(f"torch engine | {err} | expected the [train] extra") from None
+    return TorchEngine.from_bundle(bundle, graph, device, backbones)
+
+
+def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: str = "auto", precision: str = "auto",
+                backbones: Any = None) -> tuple[Engine, str]:
+    """Open the engine for one graph of a bundle.
+
+    Args:
+        bundle: The model bundle (exported graphs and engines are read from its manifest).
+        graph: ``text``, ``video``, ``object``, ``activity`` or ``audio``.
+        backend: ``auto``, ``tensorrt``, ``onnxruntime`` or ``torch``. Defaults to ``auto``.
+        device: ``auto``, ``cpu`` or ``cuda``. Defaults to ``auto`` (a GPU when one really works).
+        precision: ``auto`` (fp16 on a GPU where exported, else fp32), ``fp32`` or ``fp16``.
+        backbones: For the torch backend's backbone graphs: loaded ``Backbones``.
+
+    Returns:
+        The engine and one line saying which backend runs it and why.
+
+    Raises:
+        InputError: An unknown backend, device or precision.
+        BackendUnavailableError: The requested backend cannot run here (with the reason); for
+            ``auto``, none could (with every reason).
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"--backend | {backend!r} | expected one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        raise InputError(f"--device | {device!r} | expected one of {', '.join(DEVICES)}")
+    if precision not in ("auto", "fp32", "fp16"):
+        raise InputError(f"--precision | {precision!r} | expected auto, fp32 or fp16")
+    bundle = Path(bundle)
+    gpu_precision = "fp32" if precision == "fp32" else "fp16"
+    cpu_precision = "fp16" if precision == "fp16" else "fp32"
+    tries: list[tuple[str, Any]] = []
+    if backend in ("auto", "tensorrt") and device != "cpu":
+        tries.append((f"TensorRT {gpu_precision}", lambda: _tensorrt(bundle, graph, gpu_precision)))
+    if backend in ("auto", "onnxruntime"):
+        if device != "cpu":
+            tries.append((f"onnxruntime CUDA {gpu_precision}", lambda: _onnxruntime_any(bundle, graph, gpu_precision, "cuda")))
+        if device != "cuda":
+            tries.append((f"onnxruntime CPU {cpu_precision}", lambda: _onnxruntime(bundle, graph, cpu_precision, "cpu")))
+    if backend in ("auto", "torch"):
+        tries.append((f"torch {device}", lambda: _torch(bundle, graph, device, backbones)))
+    if not tries:
+        raise InputError(f"--backend {backend} --device {device} | cannot go together | TensorRT needs a GPU")
+    reasons = []
+    for label, make in tries:
+        try:
+            engine = make()
+        except (BackendUnavailableError, EngineMismatchError, BundleError) as err:
+            reasons.append(f"not {label}: {err}")
+            continue
+        why = f"{graph}: {engine.backend} on {engine.provider}"
+        return engine, why + (f" ({'; '.join(reasons)})" if reasons else "")
+    raise BackendUnavailableError(f"{graph} graph | no backend could run it | " + "; ".join(reasons))
+
+
+def _onnxruntime_any(bundle: Path, graph: str, precision: str, provider: str) -> Engine:
+    """fp16 where it was exported, else fp32 (a GPU still wins with fp32)."""
+    try:
+        return _onnxruntime(bundle, graph, precision, provider)
+    except BundleError:
+        if precision == "fp32":
+            raise
+        return _onnxruntime(bundle, graph, "fp32", provider)

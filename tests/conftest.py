@@ -32,3 +32,48 @@ def tiny_train_config():  # noqa: ANN201 - avoids importing torch at collection
     from jemc_infer.train.loop import TrainConfig
 
     return TrainConfig(epochs=3, batch_size=32, lr=2e-3, embed_dim=32, word_dim=16, min_count=1, checkpoint_seconds=1e9)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle trained briefly on ``tiny_data``: an object space, an activity space (i3d + audio)
+    and a shared space with a paired audio head (so the video graph has a mask input)."""
+    from jemc_infer.config import SpaceConfig
+    from jemc_infer.train.loop import TrainConfig, train
+    from jemc_infer.train.presets import Preset
+
+    preset = Preset("test-mix", "test mix", (SpaceConfig("object", ("resnet",)), SpaceConfig("activity", ("i3d", "audio")),
+                                             SpaceConfig("shared", ("resnet",), paired=("audio",))))
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    config = TrainConfig(epochs=3, batch_size=32, lr=2e-3, embed_dim=32, word_dim=16, min_count=1, checkpoint_seconds=1e9)
+    train(tiny_data, preset, out, config, progress=False, echo=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def held_out_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1000 new videos from the distribution of ``tiny_data`` (same seed: same concepts and
+    projections, drawn first), for fp16 retrieval parity: 0.5 points is 5 videos here."""
+    from jemc_infer.train.synthetic import synthesize
+
+    path = tmp_path_factory.mktemp("held-out") / "synthetic"
+    synthesize(path, **{**TINY_SYNTH, "n_train": 2, "n_val": 2, "n_test": 1000})
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(tiny_bundle: Path, held_out_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_bundle`` with its text and video graphs exported, fp32 and fp16 (read-only: copy to modify)."""
+    import shutil
+
+    from jemc_infer.export.onnx import export_bundle
+    from jemc_infer.export.specs import ShapeLimits
+
+    out = tmp_path_factory.mktemp("exported") / "model"
+    shutil.copytree(tiny_bundle, out)
+    export_bundle(out, SMALL_LIMITS(ShapeLimits), fp16=True, eval_data=held_out_data, only=("text", "video"), echo=lambda s: None)
+    return out
+
+
+def SMALL_LIMITS(cls):  # noqa: ANN001, ANN201, N802 - small shapes keep the gate fast
+    return cls(max_batch=9, max_seq=12, max_clips=2, max_frames=3, max_samples=22_050 * 2, opt_batch=4, opt_seq=6)

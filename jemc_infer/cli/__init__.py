@@ -10,7 +10,9 @@ import typer
 
 from jemc_infer.cli import _common
 from jemc_infer.cli.data import app as data_app
+from jemc_infer.cli.doctor import app as doctor_app
 from jemc_infer.cli.evaluate import app as evaluate_app
+from jemc_infer.cli.export import app as export_app
 from jemc_infer.cli.features import app as features_app
 from jemc_infer.cli.table1 import app as table1_app
 from jemc_infer.cli.train import app as train_app
@@ -36,3 +38,5 @@ app.add_typer(features_app)
 app.add_typer(train_app)
 app.add_typer(evaluate_app)
 app.add_typer(table1_app)
+app.add_typer(export_app)
+app.add_typer(doctor_app)

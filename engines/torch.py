@@ -1,0 +1,77 @@
+"""torch engine: eager, CPU or CUDA, straight from a bundle's weights (``jemc_infer.engines.torch``).
+
+The reference the exported engines are checked against: it runs the same modules the exporter
+traces (``jemc_infer.nn.graphs``). Needs the ``[train]`` extra; imported only when chosen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jemc_infer.engines.base import Engine
+from jemc_infer.errors import BackendUnavailableError, InputError
+from jemc_infer.specs import GraphSpec, backbone_specs, text_spec, video_spec
+
+try:
+    import torch
+except ImportError:  # the engine module stays importable; constructing one says what is missing
+    torch = None  # type: ignore[assignment]
+
+
+class TorchEngine(Engine):
+    """A graph's torch module, run eagerly under ``inference_mode``."""
+
+    backend = "torch"
+
+    def __init__(self, module: Any, spec: GraphSpec, device: str = "cpu") -> None:
+        """Args: module: positional inputs in ``spec`` order → tuple of outputs in ``spec`` order
+        (``jemc_infer.nn.graphs``); device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``."""
+        if torch is None:
+            raise BackendUnavailableError("torch | not installed | the torch engine needs pip install 'jemc-infer[train]'")
+        from jemc_infer.nn.io import resolve_device
+
+        self._device = resolve_device(device)
+        self._module = module.to(self._device).eval()
+        super().__init__(spec, f"torch {torch.__version__} {self._device}")
+
+    @classmethod
+    def from_bundle(cls, bundle: Path | str, graph: str, device: str = "cpu", backbones: Any = None) -> TorchEngine:
+        """The engine for ``graph`` of a bundle: ``text`` or ``video`` from its weights, or a
+        backbone (``object``, ``activity``, ``audio``) from ``backbones``.
+
+        Raises:
+            InputError: Unknown graph, or a backbone graph without ``backbones``.
+            BundleError: The bundle's weights do not verify.
+        """
+        if torch is None:
+            raise BackendUnavailableError("torch | not installed | the torch engine needs pip install 'jemc-infer[train]'")
+        from jemc_infer.bundle import read_bundle
+        from jemc_infer.nn.graphs import BackboneGraph, TextGraph, VideoGraph
+        from jemc_infer.nn.io import model_from_bundle
+
+        if graph in ("text", "video"):
+            b = read_bundle(bundle)
+            model = model_from_bundle(b)
+            if graph == "text":
+                return cls(TextGraph(model), text_spec(b.config), device)
+            return cls(VideoGraph(model), video_spec(b.config), device)
+        if graph in ("object", "activity", "audio"):
+            if backbones is None:
+                raise InputError(f"torch engine | backbone graph {graph!r} without backbones | expected load_backbones(...) passed in")
+            specs = backbone_specs(backbones.object.out_dim, backbones.activity.out_dim, backbones.audio.out_dim)
+            return cls(BackboneGraph(getattr(backbones, graph)), specs[graph], device)
+        raise InputError(f"graph | {graph!r} | expected text, video, object, activity or audio")
+
+    def _run_impl(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(inputs[t.name]).to(self._device) for t in self.spec.inputs]
+        with torch.inference_mode():
+            outs = self._module(*args)
+        return {t.name: o.float().cpu().numpy() for t, o in zip(self.spec.outputs, outs, strict=True)}
+
+    def close(self) -> None:
+        if self._module is not None and self._device.type == "cuda":
+            self._module = None
+            torch.cuda.empty_cache()

@@ -1,0 +1,113 @@
+"""``jemc-infer doctor``: what this machine can run, and why not where it cannot."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer()
+
+PACKAGES = [  # (import name, distribution names to look for, what it is for / how to get it)
+    ("numpy", ("numpy",), "core"),
+    ("av", ("av",), "video decoding (PyAV)"),
+    ("onnxruntime", ("onnxruntime", "onnxruntime-gpu"), "pip install 'jemc-infer[cpu]' or '[gpu]'"),
+    ("torch", ("torch",), "training / torch engine: pip install 'jemc-infer[train]'"),
+    ("torchvision", ("torchvision",), "backbones: pip install 'jemc-infer[train]'"),
+    ("onnx", ("onnx",), "export: pip install 'jemc-infer[train]'"),
+    ("onnxscript", ("onnxscript",), "export: pip install 'jemc-infer[train]'"),
+    ("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"), "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13"),
+    ("pycuda", ("pycuda",), "pip install 'jemc-infer[gpu]' (builds against the CUDA toolkit)"),
+]
+
+
+def _version(dists: tuple[str, ...]) -> str | None:
+    for d in dists:
+        try:
+            return f"{md.version(d)} ({d})" if d != dists[0] else md.version(d)
+        except md.PackageNotFoundError:
+            continue
+    return None
+
+
+def _probe(name: str) -> str | None:
+    """None if it imports, else the reason it does not (first line of the error)."""
+    try:
+        if name == "pycuda":
+            importlib.import_module("pycuda.driver")
+        else:
+            importlib.import_module(name)
+    except Exception as err:  # noqa: BLE001 - any failure is a diagnosis here
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def diagnose() -> dict[str, Any]:
+    """Everything doctor reports, as data."""
+    from jemc_infer import __version__
+
+    report: dict[str, Any] = {"python": f"{platform.python_version()} ({sys.executable})", "jemc_infer": __version__,
+                              "platform": platform.platform(), "packages": {}}
+    for name, dists, hint in PACKAGES:
+        version = _version(dists)
+        problem = _probe(name) if version else "not installed"
+        report["packages"][name] = {"version": version, "ok": problem is None, "reason": problem, "hint": None if problem is None else hint}
+    if report["packages"]["onnxruntime"]["ok"]:
+        import onnxruntime
+
+        report["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    if len(md.packages_distributions().get("onnxruntime", [])) > 1:
+        report["warning"] = "onnxruntime and onnxruntime-gpu are both installed: they overwrite each other; uninstall both, reinstall one"
+    report["cuda"] = _cuda(report)
+    return report
+
+
+def _cuda(report: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"devices": []}
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            res = subprocess.run([smi, "--query-gpu=name,compute_cap,memory.total,driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10)
+            out["devices"] = [line.strip() for line in res.stdout.splitlines() if line.strip()]
+        except (OSError, subprocess.TimeoutExpired) as err:
+            out["reason"] = f"nvidia-smi failed: {err}"
+    else:
+        out["reason"] = "no NVIDIA driver (nvidia-smi not found)"
+    if report["packages"]["torch"]["ok"]:
+        import torch
+
+        out["torch_cuda"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            out["torch_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return out
+
+
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """List Python, packages, execution providers, CUDA devices, TensorRT and pycuda, with the
+    reason for anything missing."""
+    report = diagnose()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"python       {report['python']}")
+    typer.echo(f"jemc-infer   {report['jemc_infer']}")
+    for name, p in report["packages"].items():
+        state = p["version"] if p["ok"] else f"MISSING - {p['reason']}; {p['hint']}" if p["version"] is None else f"{p['version']} BROKEN - {p['reason']}"
+        typer.echo(f"{name:<12} {state}")
+    if "onnxruntime_providers" in report:
+        typer.echo(f"providers    {', '.join(report['onnxruntime_providers'])}")
+    cuda = report["cuda"]
+    typer.echo(f"cuda         {', '.join(cuda['devices']) if cuda['devices'] else cuda.get('reason', 'no devices')}")
+    if "torch_cuda" in cuda:
+        typer.echo(f"torch cuda   {cuda.get('torch_devices') or 'not available'}")
+    if "warning" in report:
+        typer.echo(f"WARNING      {report['warning']}")

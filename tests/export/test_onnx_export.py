@@ -1,0 +1,115 @@
+"""ONNX export: graphs, dynamic axes, the parity gate and its refusals, fp16 and retrieval parity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from conftest import SMALL_LIMITS  # noqa: E402
+
+from jemc_infer.errors import BundleError, InputError  # noqa: E402
+from jemc_infer.export import onnx as onnx_export  # noqa: E402
+from jemc_infer.export.specs import ShapeLimits  # noqa: E402
+from jemc_infer.manifest import GraphSpec, graph_entry, read_manifest, verified_file  # noqa: E402
+
+
+def test_manifest_records_graphs_parity_and_sources(exported_bundle: Path) -> None:
+    m = read_manifest(exported_bundle)
+    assert set(m["graphs"]) == {"text", "text.fp16", "video", "video.fp16"}
+    text = m["graphs"]["text"]
+    assert text["precision"] == "fp32" and text["opset"] >= 17 and text["parity"]["passed"]
+    assert text["parity"]["max_abs_diff"] <= 1e-4 and text["parity"]["tolerance"] == 1e-4
+    shapes = [c["shapes"]["ids"] for c in text["parity"]["cases"]]
+    assert [1, 1] in shapes and [9, 12] in shapes and [7, 12] in shapes  # batch 1, 7, max; seq 1 and max
+    cfg = json.loads((exported_bundle / "config.json").read_text())
+    assert text["source"]["weights_sha256"] == cfg["weights"]["sha256"]
+    assert m["graphs"]["video.fp16"]["parity"]["tolerance"] == onnx_export.FP16_TOLERANCE
+    rp = m["graphs"]["text.fp16"]["retrieval_parity"]
+    # a held-out set the model really retrieves on (chance rsum for 1000 videos is ~3)
+    assert rp["max_move_points"] <= 0.5 and rp["fp32"]["rsum"] > 30 and rp["videos"] == 1000
+
+
+def test_graphs_are_checker_clean_with_named_dynamic_axes(exported_bundle: Path) -> None:
+    for graph in ("text", "video"):
+        entry = graph_entry(exported_bundle, graph)
+        path = verified_file(exported_bundle, entry)
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+        spec = GraphSpec.from_json(entry["spec"])
+        for inp, t in zip(model.graph.input, spec.inputs, strict=True):
+            dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+            assert inp.name == t.name and dims[0] and isinstance(dims[0], str)  # batch is symbolic
+            if t.name == "ids":
+                assert isinstance(dims[1], str)  # and so is seq
+    names = [i.name for i in onnx.load(str(verified_file(exported_bundle, graph_entry(exported_bundle, "video")))).graph.input]
+    assert names == ["resnet", "i3d", "audio", "audio_mask"]
+
+
+def test_gate_refuses_and_writes_nothing(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = tmp_path / "model"
+    shutil.copytree(tiny_bundle, bundle)
+    monkeypatch.setattr(onnx_export, "FP32_TOLERANCE", 0.0)  # nothing can pass: the gate must refuse
+    with pytest.raises(onnx_export.ParityError, match=r"text graph \| max \|torch - onnxruntime\| = .* \| expected <= 0"):
+        onnx_export.export_bundle(bundle, SMALL_LIMITS(ShapeLimits), only=("text",), echo=lambda s: None)
+    assert not (bundle / "manifest.json").exists() and not (bundle / "onnx").exists()
+    assert not [p for p in bundle.iterdir() if p.name.startswith(".export")]
+
+
+def test_fp16_needs_held_out_data(tiny_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "model"
+    shutil.copytree(tiny_bundle, bundle)
+    with pytest.raises(InputError, match="--eval-data"):
+        onnx_export.export_bundle(bundle, fp16=True, echo=lambda s: None)
+
+
+def test_tampered_graph_is_refused(exported_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "model"
+    shutil.copytree(exported_bundle, bundle)
+    path = verified_file(bundle, graph_entry(bundle, "text"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"text\.onnx \| sha256 .* modified or truncated"):
+        verified_file(bundle, graph_entry(bundle, "text"))
+    with pytest.raises(BundleError, match=r"no exported 'object' graph .*run `jemc-infer export"):
+        graph_entry(bundle, "object")
+
+
+def test_audio_backbone_export(tiny_bundle: Path, tmp_path: Path) -> None:
+    from jemc_infer.nn.backbones import load_backbones
+
+    bundle = tmp_path / "model"
+    shutil.copytree(tiny_bundle, bundle)
+    records = onnx_export.export_bundle(bundle, SMALL_LIMITS(ShapeLimits), backbones=load_backbones(random_init=True),
+                                        only=("audio",), echo=lambda s: None)
+    entry = records["audio"]
+    assert entry["parity"]["passed"] and entry["parity"]["relative"]
+    assert entry["source"]["backbone"]["file"] == "random-init"
+    assert GraphSpec.from_json(entry["spec"]).inputs[0].shape == ("batch", "samples")
+
+
+@pytest.mark.slow
+def test_all_backbones_export(tiny_bundle: Path, tmp_path: Path) -> None:
+    from jemc_infer.nn.backbones import load_backbones
+
+    bundle = tmp_path / "model"
+    shutil.copytree(tiny_bundle, bundle)
+    records = onnx_export.export_bundle(bundle, SMALL_LIMITS(ShapeLimits), backbones=load_backbones(random_init=True),
+                                        only=("object", "activity", "audio"), echo=lambda s: None)
+    assert set(records) == {"object", "activity", "audio"} and all(r["parity"]["passed"] for r in records.values())
+
+
+def test_random_inputs_follow_the_spec() -> None:
+    from jemc_infer.config import ModelConfig, SpaceConfig
+    from jemc_infer.specs import text_spec
+
+    spec = text_spec(ModelConfig(spaces=(SpaceConfig("o", ("resnet",)),), vocab_size=10))
+    x = onnx_export.random_inputs(spec, 5, np.random.default_rng(0), seq=7, vocab_size=10)
+    assert x["ids"].shape == (5, 7) and x["ids"].max() < 10 and x["lengths"].max() == 7 and x["lengths"].min() >= 1
