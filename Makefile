@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 required; set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,train,dev]'
+	# type stubs for the TensorRT code (mypy runs in the tests); --no-deps: they name tensorrt,
+	# which only NVIDIA's index has
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt tensorrt-stubs
 	touch $(STAMP)
 
 test: $(STAMP)

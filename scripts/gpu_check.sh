@@ -19,3 +19,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -m pytest -q -p no:cacheprovider -m "gpu or tensorrt" tests 2>&1 | tee "$OUT/tests.log"
 python3 benchmarks/train_throughput.py --device cuda --videos 2000 --json "$OUT/train_throughput_cuda.json" 2>&1 | tee "$OUT/bench.log"
 python3 benchmarks/features_pipeline.py throughput --device cuda --clips 8 --seconds 10 --workers 8 2>&1 | tee "$OUT/features_cuda.log"
+python3 benchmarks/engines_gpu.py 2>&1 | tee "$OUT/engines_gpu.log"

@@ -67,13 +67,20 @@ def exported_bundle(tiny_bundle: Path, held_out_data: Path, tmp_path_factory: py
     import shutil
 
     from jemc_infer.export.onnx import export_bundle
-    from jemc_infer.export.specs import ShapeLimits
 
     out = tmp_path_factory.mktemp("exported") / "model"
     shutil.copytree(tiny_bundle, out)
-    export_bundle(out, SMALL_LIMITS(ShapeLimits), fp16=True, eval_data=held_out_data, only=("text", "video"), echo=lambda s: None)
+    export_bundle(out, small_limits_value(), fp16=True, eval_data=held_out_data, only=("text", "video"), echo=lambda s: None)
     return out
 
 
-def SMALL_LIMITS(cls):  # noqa: ANN001, ANN201, N802 - small shapes keep the gate fast
-    return cls(max_batch=9, max_seq=12, max_clips=2, max_frames=3, max_samples=22_050 * 2, opt_batch=4, opt_seq=6)
+def small_limits_value():  # noqa: ANN201 - small shapes keep the parity gate fast
+    from jemc_infer.export.specs import ShapeLimits
+
+    return ShapeLimits(max_batch=9, max_seq=12, max_clips=2, max_frames=3, max_samples=22_050 * 2, opt_batch=4, opt_seq=6)
+
+
+@pytest.fixture()
+def small_limits():  # noqa: ANN201
+    """ShapeLimits small enough for fast parity gates (batch 1, 7, 9; sequences up to 12 tokens)."""
+    return small_limits_value()

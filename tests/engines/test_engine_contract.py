@@ -21,8 +21,37 @@ ENGINES = {
     "onnxruntime-cpu": lambda b, g: OnnxruntimeEngine.from_bundle(b, g, "fp32", "cpu"),
     "onnxruntime-cpu-fp16": lambda b, g: OnnxruntimeEngine.from_bundle(b, g, "fp16", "cpu"),
     "torch-cpu": lambda b, g: TorchEngine.from_bundle(b, g, "cpu"),
+    "tensorrt-fake": None,  # built per test inside the fake GPU (tests/fakes): see _tensorrt_fake
 }
-TOLERANCE = {"onnxruntime-cpu": 1e-4, "onnxruntime-cpu-fp16": 1e-2, "torch-cpu": 0.0}
+TOLERANCE = {"onnxruntime-cpu": 1e-4, "onnxruntime-cpu-fp16": 1e-2, "torch-cpu": 0.0, "tensorrt-fake": 1e-4}
+
+
+@pytest.fixture()
+def tensorrt_fake(exported_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_limits):  # noqa: ANN001, ANN201
+    """A factory for TensorRT engines built from the exported graphs on the faithful fake GPU."""
+    import importlib.util
+    import sys
+
+    name = "jemc_trt_harness"
+    harness = sys.modules.get(name)
+    if harness is None:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "fakes" / "harness.py")
+        harness = importlib.util.module_from_spec(spec)
+        sys.modules[name] = harness
+        spec.loader.exec_module(harness)
+    import jemc_infer.engines.tensorrt as trt_engine
+    from jemc_infer.export.tensorrt import build_engine
+
+    bundle = tmp_path / "model"
+    shutil.copytree(exported_bundle, bundle)
+    with harness.fake_gpu() as fake:
+        monkeypatch.setattr(trt_engine, "_load_libcuda", lambda: fake.libcuda)
+
+        def make(_: Path, graph: str):  # noqa: ANN202
+            build_engine(bundle, graph, "fp32", small_limits)
+            return trt_engine.TensorrtEngine.from_bundle(bundle, graph, "fp32")
+
+        yield make
 
 
 def _inputs(bundle: Path, graph: str, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -39,11 +68,12 @@ def _inputs(bundle: Path, graph: str, batch: int, rng: np.random.Generator) -> d
 
 @pytest.mark.parametrize("graph", ["text", "video"])
 @pytest.mark.parametrize("name", list(ENGINES))
-def test_contract(exported_bundle: Path, name: str, graph: str) -> None:
+def test_contract(exported_bundle: Path, name: str, graph: str, request: pytest.FixtureRequest) -> None:
     rng = np.random.default_rng(0)
     reference = TorchEngine.from_bundle(exported_bundle, graph, "cpu")
-    with ENGINES[name](exported_bundle, graph) as engine:
-        assert engine.spec.name == graph and engine.backend in ("onnxruntime", "torch") and engine.provider
+    make = ENGINES[name] or request.getfixturevalue("tensorrt_fake")
+    with make(exported_bundle, graph) as engine:
+        assert engine.spec.name == graph and engine.backend in ("onnxruntime", "torch", "tensorrt") and engine.provider
         for batch in (1, 7):
             x = _inputs(exported_bundle, graph, batch, rng)
             out, want = engine.run(x), reference.run(x)

@@ -12,11 +12,8 @@ import pytest
 pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from conftest import SMALL_LIMITS  # noqa: E402
-
 from jemc_infer.errors import BundleError, InputError  # noqa: E402
 from jemc_infer.export import onnx as onnx_export  # noqa: E402
-from jemc_infer.export.specs import ShapeLimits  # noqa: E402
 from jemc_infer.manifest import GraphSpec, graph_entry, read_manifest, verified_file  # noqa: E402
 
 
@@ -52,12 +49,12 @@ def test_graphs_are_checker_clean_with_named_dynamic_axes(exported_bundle: Path)
     assert names == ["resnet", "i3d", "audio", "audio_mask"]
 
 
-def test_gate_refuses_and_writes_nothing(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gate_refuses_and_writes_nothing(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_limits) -> None:
     bundle = tmp_path / "model"
     shutil.copytree(tiny_bundle, bundle)
     monkeypatch.setattr(onnx_export, "FP32_TOLERANCE", 0.0)  # nothing can pass: the gate must refuse
     with pytest.raises(onnx_export.ParityError, match=r"text graph \| max \|torch - onnxruntime\| = .* \| expected <= 0"):
-        onnx_export.export_bundle(bundle, SMALL_LIMITS(ShapeLimits), only=("text",), echo=lambda s: None)
+        onnx_export.export_bundle(bundle, small_limits, only=("text",), echo=lambda s: None)
     assert not (bundle / "manifest.json").exists() and not (bundle / "onnx").exists()
     assert not [p for p in bundle.iterdir() if p.name.startswith(".export")]
 
@@ -82,12 +79,12 @@ def test_tampered_graph_is_refused(exported_bundle: Path, tmp_path: Path) -> Non
         graph_entry(bundle, "object")
 
 
-def test_audio_backbone_export(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_audio_backbone_export(tiny_bundle: Path, tmp_path: Path, small_limits) -> None:
     from jemc_infer.nn.backbones import load_backbones
 
     bundle = tmp_path / "model"
     shutil.copytree(tiny_bundle, bundle)
-    records = onnx_export.export_bundle(bundle, SMALL_LIMITS(ShapeLimits), backbones=load_backbones(random_init=True),
+    records = onnx_export.export_bundle(bundle, small_limits, backbones=load_backbones(random_init=True),
                                         only=("audio",), echo=lambda s: None)
     entry = records["audio"]
     assert entry["parity"]["passed"] and entry["parity"]["relative"]
@@ -96,12 +93,12 @@ def test_audio_backbone_export(tiny_bundle: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_all_backbones_export(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_all_backbones_export(tiny_bundle: Path, tmp_path: Path, small_limits) -> None:
     from jemc_infer.nn.backbones import load_backbones
 
     bundle = tmp_path / "model"
     shutil.copytree(tiny_bundle, bundle)
-    records = onnx_export.export_bundle(bundle, SMALL_LIMITS(ShapeLimits), backbones=load_backbones(random_init=True),
+    records = onnx_export.export_bundle(bundle, small_limits, backbones=load_backbones(random_init=True),
                                         only=("object", "activity", "audio"), echo=lambda s: None)
     assert set(records) == {"object", "activity", "audio"} and all(r["parity"]["passed"] for r in records.values())
 

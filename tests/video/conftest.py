@@ -10,17 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # corpus.py sits beside the tests
 
-from corpus import broken_corpus, write_video  # noqa: E402
-
-FORMATS = {  # name → write_video arguments: containers × codecs, with and without audio
-    "h264.mp4": dict(codec="libx264", audio="aac"),
-    "h264.mkv": dict(codec="libx264", audio="libopus"),
-    "vp9.webm": dict(codec="libvpx-vp9", audio="libopus"),
-    "mpeg4.avi": dict(codec="mpeg4", audio="libmp3lame"),
-    "hevc.mov": dict(codec="libx265", audio="aac"),
-    "mjpeg-odd.avi": dict(codec="mjpeg", size=(33, 47), pix_fmt="yuvj444p"),
-    "h264-odd-444.mkv": dict(codec="libx264", size=(97, 61), pix_fmt="yuv444p"),
-}
+from corpus import FORMATS, broken_corpus, write_video  # noqa: E402
 
 
 @pytest.fixture(scope="session")

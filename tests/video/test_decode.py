@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus import index_of
+from corpus import FORMATS, index_of
 
 from jemc_infer.errors import InputError
 from jemc_infer.video.decode import Chunk, DecodeError, VideoReader
@@ -33,7 +33,7 @@ def test_containers_and_codecs(videos: dict[str, Path], name: str) -> None:
     assert out.frames.shape == (n, 224, 224, 3) and out.frames.dtype == np.uint8
     assert out.frame_times.tolist() == [0.0, 1.0, 2.0][:n]
     assert out.clips.shape == (3, 16, 224, 224, 3) and out.clip_times.tolist() == [0.0, 0.64, 1.28]
-    has_audio = "audio" in __import__("conftest").FORMATS[name]
+    has_audio = "audio" in FORMATS[name]
     assert reader.info.has_audio == has_audio
     if has_audio:
         assert abs(len(out.audio) - 2 * 22050) < 0.1 * 22050 and out.audio.dtype == np.float32
