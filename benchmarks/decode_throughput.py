@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import av
-from media import write_clip  # noqa: E402 - benchmarks/ is the script's directory
 
 from jemc_infer.video.decode import VideoReader
+from jemc_infer.video.samples import write_clip
 from jemc_infer.video.sampling import Sampling, i3d_input, resnet_input
 
 

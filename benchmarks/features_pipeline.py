@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from decode_throughput import decode_only  # noqa: E402
-from media import write_clip  # noqa: E402
 
 from jemc_infer.video.pipeline import extract_features  # noqa: E402
+from jemc_infer.video.samples import write_clip  # noqa: E402
 from jemc_infer.video.sampling import Sampling  # noqa: E402
 
 CACHE = Path("benchmarks/out/media")

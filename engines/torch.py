@@ -59,10 +59,16 @@ class TorchEngine(Engine):
                 return cls(TextGraph(model), text_spec(b.config), device)
             return cls(VideoGraph(model), video_spec(b.config), device)
         if graph in ("object", "activity", "audio"):
-            if backbones is None:
-                raise InputError(f"torch engine | backbone graph {graph!r} without backbones | expected load_backbones(...) passed in")
-            specs = backbone_specs(backbones.object.out_dim, backbones.activity.out_dim, backbones.audio.out_dim)
-            return cls(BackboneGraph(getattr(backbones, graph)), specs[graph], device)
+            if backbones is not None:
+                specs = backbone_specs(backbones.object.out_dim, backbones.activity.out_dim, backbones.audio.out_dim)
+                return cls(BackboneGraph(getattr(backbones, graph)), specs[graph], device)
+            # the weights the exported graph was made from, as its manifest entry records them
+            from jemc_infer.manifest import GraphSpec, graph_entry
+            from jemc_infer.nn.backbones import backbone_from_provenance
+
+            entry = graph_entry(Path(bundle), graph)
+            module = backbone_from_provenance(graph, entry["source"]["backbone"], device)
+            return cls(BackboneGraph(module), GraphSpec.from_json(entry["spec"]), device)
         raise InputError(f"graph | {graph!r} | expected text, video, object, activity or audio")
 
     def _run_impl(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

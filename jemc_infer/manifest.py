@@ -17,6 +17,7 @@ records; a TensorRT engine is executable code and is never loaded otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -84,16 +85,43 @@ def graph_entry(bundle: Path, name: str, precision: str = "fp32") -> dict[str, A
 def verified_file(bundle: Path, entry: dict[str, Any]) -> Path:
     """The main file of a manifest entry, after checking every file's sha256.
 
+    A file hashed once is not hashed again while its stat identity (device, inode, size, mtime
+    and ctime — ctime cannot be set back by a user) is unchanged: the bundle's ``.verified.json``
+    remembers it (when the bundle is writable), so a query's cold start does not re-read
+    tens of megabytes.
+
     Raises:
         BundleError: If a file is missing or its content differs from what the manifest records.
     """
+    bundle = Path(bundle)
     files: dict[str, str] = entry["files"]
+    cache = _read_verified(bundle)
+    changed = False
     for rel, want in files.items():
-        path = Path(bundle) / rel
+        path = bundle / rel
         if not path.is_file():
             raise BundleError(f"{path} | missing | expected the file the manifest lists; re-run `jemc-infer export`")
+        st = path.stat()
+        ident = [want, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        if cache.get(rel) == ident:
+            continue
         got = sha256_file(path)
         if got != want:
             raise BundleError(f"{path} | sha256 {got[:12]}… | expected {want[:12]}… as the manifest records: modified or "
                               "truncated; re-run `jemc-infer export`")
-    return Path(bundle) / next(iter(files))
+        cache[rel], changed = ident, True
+    if changed:
+        with contextlib.suppress(OSError):  # a read-only bundle: verified again next time
+            write_file(bundle / VERIFIED_FILE, lambda tmp: tmp.write_text(json.dumps(cache), encoding="utf-8"))
+    return bundle / next(iter(files))
+
+
+VERIFIED_FILE = ".verified.json"
+
+
+def _read_verified(bundle: Path) -> dict[str, list[Any]]:
+    try:
+        data = json.loads((bundle / VERIFIED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

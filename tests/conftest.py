@@ -84,3 +84,21 @@ def small_limits_value():  # noqa: ANN201 - small shapes keep the parity gate fa
 def small_limits():  # noqa: ANN201
     """ShapeLimits small enough for fast parity gates (batch 1, 7, 9; sequences up to 12 tokens)."""
     return small_limits_value()
+
+
+@pytest.fixture(scope="session")
+def runtime_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained on features of the real widths (2048 / 1024 / 1024), with every graph
+    exported — text, video heads and the three backbones (random weights: nothing to download
+    here) — so ``embed`` and ``query`` run as a user's would (read-only: copy to modify)."""
+    from jemc_infer.export.onnx import export_bundle
+    from jemc_infer.nn.backbones import load_backbones
+    from jemc_infer.train.loop import TrainConfig, train
+    from jemc_infer.train.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("runtime")
+    data = synthesize(root / "data", n_train=60, n_val=10, n_test=10, captions_per_video=3, seed=2)
+    config = TrainConfig(epochs=1, batch_size=16, embed_dim=16, word_dim=8, min_count=1, checkpoint_seconds=1e9)
+    train(data.path, "jemc", root / "model", config, progress=False, echo=lambda s: None)
+    export_bundle(root / "model", small_limits_value(), backbones=load_backbones(random_init=True), echo=lambda s: None)
+    return root / "model"

@@ -11,17 +11,21 @@ import typer
 from jemc_infer.cli import _common
 from jemc_infer.cli.data import app as data_app
 from jemc_infer.cli.doctor import app as doctor_app
+from jemc_infer.cli.embed import app as embed_app
 from jemc_infer.cli.evaluate import app as evaluate_app
 from jemc_infer.cli.export import app as export_app
 from jemc_infer.cli.features import app as features_app
+from jemc_infer.cli.index import app as index_app
+from jemc_infer.cli.query import app as query_app
 from jemc_infer.cli.table1 import app as table1_app
 from jemc_infer.cli.train import app as train_app
 
 app = typer.Typer(
     name="jemc-infer",
     help="Search video collections with sentences (JEMC joint embeddings).\n\n"
+    "Search: jemc-infer embed videos/ --model model && jemc-infer query \"a man cooking\"\n\n"
     "Train:  jemc-infer data synth --out data && jemc-infer train --data data --preset jemc --out model\n\n"
-    "Score:  jemc-infer evaluate --model model --data data --split test",
+    "Deploy: jemc-infer export model --weights DIR",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -33,6 +37,9 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks inst
     _common.DEBUG = debug
 
 
+app.add_typer(embed_app)
+app.add_typer(query_app)
+app.add_typer(index_app, name="index", help="Inspect an index.")
 app.add_typer(data_app, name="data", help="Create feature datasets (synthetic, MSR-VTT, MSVD).")
 app.add_typer(features_app)
 app.add_typer(train_app)

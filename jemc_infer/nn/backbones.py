@@ -324,3 +324,30 @@ def load_backbones(weights_dir: Path | str | None = None, random_init: bool = Fa
         modules[stream] = module.to(target).eval().requires_grad_(False)
     return Backbones(object=modules["object"], activity=modules["activity"], audio=modules["audio"],
                      device=target, provenance=provenance)
+
+
+def backbone_from_provenance(stream: str, provenance: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild one backbone exactly as a provenance record (``Backbones.provenance[stream]``) says.
+
+    Used where only the record survives (an exported bundle's manifest): the torch engine then
+    runs the very weights the ONNX graph was exported from.
+
+    Raises:
+        InputError: If the file is gone or its sha256 differs from the record.
+    """
+    kind = provenance["backbone"]
+    build = {"object": lambda: ObjectBackbone(zero_init_residual=provenance["file"] == RANDOM_INIT),
+             "activity": lambda: ActivityBackbone(kind), "audio": AudioBackbone}[stream]
+    if provenance["file"] == RANDOM_INIT:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(provenance.get("seed", RANDOM_SEED)))
+            module = build()
+    else:
+        module = build()
+        tensors, digest = read_weights(provenance["file"])
+        if digest != provenance["sha256"]:
+            raise InputError(f"{provenance['file']} | sha256 {digest[:12]}… | expected {str(provenance['sha256'])[:12]}… "
+                             "(the file the graph was exported from has changed)")
+        module.load_weights(tensors, provenance["file"])
+    target = resolve_device(device) if isinstance(device, str) else device
+    return module.to(target).eval().requires_grad_(False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+from jemc_infer import manifest  # noqa: E402
 from jemc_infer.errors import BundleError, InputError  # noqa: E402
 from jemc_infer.export import onnx as onnx_export  # noqa: E402
 from jemc_infer.manifest import GraphSpec, graph_entry, read_manifest, verified_file  # noqa: E402
@@ -66,13 +68,19 @@ def test_fp16_needs_held_out_data(tiny_bundle: Path, tmp_path: Path) -> None:
         onnx_export.export_bundle(bundle, fp16=True, echo=lambda s: None)
 
 
-def test_tampered_graph_is_refused(exported_bundle: Path, tmp_path: Path) -> None:
+def test_tampered_graph_is_refused(exported_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = tmp_path / "model"
     shutil.copytree(exported_bundle, bundle)
     path = verified_file(bundle, graph_entry(bundle, "text"))
+    assert (bundle / ".verified.json").exists()  # hashed once: not again while the file is untouched
+    with monkeypatch.context() as m:
+        m.setattr(manifest, "sha256_file", lambda p: pytest.fail("re-hashed an unchanged file"))
+        assert verified_file(bundle, graph_entry(bundle, "text")) == path
+    st = path.stat()
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: the changed ctime still tells
     with pytest.raises(BundleError, match=r"text\.onnx \| sha256 .* modified or truncated"):
         verified_file(bundle, graph_entry(bundle, "text"))
     with pytest.raises(BundleError, match=r"no exported 'object' graph .*run `jemc-infer export"):

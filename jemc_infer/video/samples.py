@@ -1,4 +1,7 @@
-"""Benchmark videos: moving, textured content at realistic bitrates, encoded with PyAV."""
+"""Sample videos made with PyAV: moving textured scenes at realistic bitrates, with a tone.
+
+For benchmarks and the demo (``make demo`` has no other videos to index offline).
+"""
 
 from __future__ import annotations
 

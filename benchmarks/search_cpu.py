@@ -1,0 +1,266 @@
+"""Exact top-k search on the CPU: ours over memory-mapped shards vs numpy, torch and faiss in RAM.
+
+For each N: random L2-normalised rows [N, D] written once as 4 fp32 ``.npy`` shards (and 4 fp16
+shards) under ``--dir``, in blocks so the writer's memory stays small. Then, in a fresh process
+per N, every method runs every cell (nq in {1, 64} x k in {10, 1000}): one warm-up call (which
+also warms the page cache and the memory map), then ``--repeats`` timed calls; the median is
+reported. Memory is measured in yet another fresh process per N: peak anonymous memory (sampled
+``RssAnon``) and numpy's peak allocations (``tracemalloc``) during our search, against the
+extra memory numpy's full-matrix search allocates.
+
+Peers, each over the whole fp32 matrix in RAM:
+- numpy: ``q @ X.T`` then ``argpartition`` and a sort of the k best;
+- torch: ``torch.mm`` then ``torch.topk`` (the array shared with numpy, no copy);
+- faiss-cpu ``IndexFlatIP`` with ``faiss.cvar.distance_compute_blas_threshold = 20``
+  (with the default, 64 queries take the non-BLAS path and are ~8x slower).
+
+    .venv/bin/python benchmarks/search_cpu.py [--sizes 100000 1000000] [--dim 2048] [--repeats 5]
+
+Needs ``N * D * 6`` bytes free under ``--dir`` (12 GB for 1M x 2048) and deletes them at the end
+unless ``--keep``. Writes ``benchmarks/out/search_cpu.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from jemc_infer.index.search import search
+from jemc_infer.index.source import InMemory, Shard
+
+SHARDS = 4
+CELLS = [(1, 10), (1, 1000), (64, 10), (64, 1000)]
+OUT = Path(__file__).parent / "out" / "search_cpu.json"
+
+
+def write_data(folder: Path, n: int, dim: int, block: int = 32768) -> None:
+    """4 fp32 and 4 fp16 shards of random unit rows, written block by block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    bounds = np.linspace(0, n, SHARDS + 1).astype(int)
+    for s in range(SHARDS):
+        rows = int(bounds[s + 1] - bounds[s])
+        f32 = np.lib.format.open_memmap(folder / f"f32_{s}.npy", mode="w+", dtype=np.float32, shape=(rows, dim))
+        f16 = np.lib.format.open_memmap(folder / f"f16_{s}.npy", mode="w+", dtype=np.float16, shape=(rows, dim))
+        for a in range(0, rows, block):
+            x = rng.standard_normal((min(block, rows - a), dim), dtype=np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            f32[a : a + len(x)], f16[a : a + len(x)] = x, x
+        f32.flush(), f16.flush()
+        del f32, f16
+        np.save(folder / f"ids_{s}.npy", np.arange(bounds[s], bounds[s + 1], dtype=np.int64))
+
+
+def open_source(folder: Path, kind: str) -> InMemory:
+    """The shards as an index opens them: read-only memory maps, no pickle."""
+    return InMemory(tuple(Shard(np.load(folder / f"{kind}_{s}.npy", mmap_mode="r", allow_pickle=False),
+                                np.load(folder / f"ids_{s}.npy", allow_pickle=False)) for s in range(SHARDS)))
+
+
+def load_full(folder: Path, n: int, dim: int) -> np.ndarray:
+    full = np.empty((n, dim), np.float32)
+    at = 0
+    for s in range(SHARDS):
+        part = np.load(folder / f"f32_{s}.npy", mmap_mode="r")
+        full[at : at + len(part)] = part
+        at += len(part)
+    return full
+
+
+def queries(nq: int, dim: int) -> np.ndarray:
+    q = np.random.default_rng(7).standard_normal((nq, dim), dtype=np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def numpy_topk(full: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = q @ full.T
+    part = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, -k:]
+    best = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-best, axis=1)
+    return np.take_along_axis(best, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+def timed(fn, repeats: int) -> float:  # noqa: ANN001
+    fn()  # warm-up: page cache, memory map, BLAS/OpenMP thread pools
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def _phase_in_ram(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, repeats: int) -> dict:
+    """Ours (page cache) against numpy and torch (anonymous memory), alternating per cell."""
+    import torch
+
+    out: dict = {}
+    full = load_full(folder, n, dim)
+    tfull = torch.from_numpy(full)
+    for nq, k in CELLS:
+        key, q, tq = f"nq={nq} k={k}", qs[nq], torch.from_numpy(qs[nq])
+        out[f"ours fp32 {key}"] = timed(lambda: search(src32, q, k), repeats)  # noqa: B023
+        out[f"numpy {key}"] = timed(lambda: numpy_topk(full, q, k), repeats)  # noqa: B023
+        out[f"torch {key}"] = timed(lambda: torch.topk(torch.mm(tq, tfull.T), k, dim=1), repeats)  # noqa: B023
+    return out
+
+
+def _phase_faiss(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, repeats: int) -> dict:
+    """faiss (its own copy of the rows, added block by block; the numpy copy is freed) against ours again."""
+    import faiss
+
+    faiss.cvar.distance_compute_blas_threshold = 20
+    index = faiss.IndexFlatIP(dim)
+    for s in range(SHARDS):  # block by block: no second full copy next to faiss's own
+        part = np.load(folder / f"f32_{s}.npy", mmap_mode="r")
+        for a in range(0, len(part), 65536):
+            index.add(np.ascontiguousarray(part[a : a + 65536]))
+    out: dict = {}
+    for nq, k in CELLS:
+        key, q = f"nq={nq} k={k}", qs[nq]
+        out[f"faiss {key}"] = timed(lambda: index.search(q, k), repeats)  # noqa: B023
+        out[f"ours fp32 {key}"] = timed(lambda: search(src32, q, k), repeats)  # noqa: B023
+    return out
+
+
+def child_times(folder: Path, n: int, dim: int, repeats: int) -> dict:
+    """All timings for one N, in ms; each phase holds at most two copies of the rows in memory."""
+    qs = {nq: queries(nq, dim) for nq in (1, 64)}
+    src32, src16 = open_source(folder, "f32"), open_source(folder, "f16")
+    a = _phase_in_ram(folder, n, dim, qs, src32, repeats)
+    b = _phase_faiss(folder, n, dim, qs, src32, repeats)
+    out = a | {key: v for key, v in b.items() if key.startswith("faiss")}
+    for nq, k in CELLS:
+        key = f"nq={nq} k={k}"
+        # ours ran in both phases: the median of its two medians is the mean
+        out[f"ours fp32 {key}"] = (a[f"ours fp32 {key}"] + b[f"ours fp32 {key}"]) / 2
+        out[f"ours fp32 phases {key}"] = [a[f"ours fp32 {key}"], b[f"ours fp32 {key}"]]
+        out[f"ours fp16 {key}"] = timed(lambda: search(src16, qs[nq], k), repeats)  # noqa: B023
+    return out
+
+
+def rss_anon_kb() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("RssAnon:"))
+
+
+def child_memory(folder: Path, n: int, dim: int) -> dict:
+    """Peak memory of our search (nq = 64, k = 1000, the largest state) in a fresh process."""
+    src = open_source(folder, "f32")
+    q = queries(64, dim)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_anon_kb())
+            time.sleep(0.002)
+
+    t = time.perf_counter()
+    search(src, q[:1], 10)  # the first call on fresh memory maps faults every page in
+    first_ms = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    search(src, q[:1], 10)
+    second_ms = (time.perf_counter() - t) * 1000
+    base = rss_anon_kb()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    tracemalloc.start()
+    search(src, q, 1000)
+    traced = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    stop.set()
+    sampler.join()
+    result = {"ours_anon_peak_mb": (peak[0] - base) / 1024, "ours_traced_peak_mb": traced / 2**20,
+              "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "first_call_after_open_ms": first_ms, "second_call_ms": second_ms}
+    full = load_full(folder, n, dim)
+    tracemalloc.start()
+    numpy_topk(full, q, 1000)
+    result["numpy_traced_peak_mb_beyond_matrix"] = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return result
+
+
+def run_child(mode: str, folder: Path, n: int, dim: int, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--dir", str(folder), "--sizes", str(n), "--dim", str(dim),
+           "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(results: dict) -> str:
+    lines = ["| N | nq | k | ours fp32 (mmap) | ours fp16 (mmap) | numpy | torch | faiss | ours / best peer |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for n, r in results["sizes"].items():
+        t = r["times_ms"]
+        for nq, k in CELLS:
+            key = f"nq={nq} k={k}"
+            peers = {p: t[f"{p} {key}"] for p in ("numpy", "torch", "faiss")}
+            best = min(peers, key=peers.get)
+            cells = " | ".join(f"{peers[p]:,.1f}" for p in ("numpy", "torch", "faiss"))
+            lines.append(f"| {int(n):,} | {nq} | {k} | {t[f'ours fp32 {key}']:,.1f} | {t[f'ours fp16 {key}']:,.1f} | {cells} "
+                         f"| {t[f'ours fp32 {key}'] / peers[best]:.2f} ({best}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/jemc-search-bench"))
+    ap.add_argument("--keep", action="store_true", help="keep the data files")
+    ap.add_argument("--child", choices=["times", "memory"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        n = args.sizes[0]
+        res = child_times(args.dir, n, args.dim, args.repeats) if args.child == "times" else child_memory(args.dir, n, args.dim)
+        print(json.dumps(res))
+        return
+    import faiss
+    import torch
+
+    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}, torch {torch.__version__}, "
+                                f"faiss-cpu {faiss.__version__}", "dim": args.dim, "repeats": args.repeats, "sizes": {}}
+    args.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for n in args.sizes:
+            need = n * args.dim * 6
+            free = shutil.disk_usage(args.dir).free
+            if free < need * 1.1:
+                sys.exit(f"{args.dir} | {free / 1e9:.1f} GB free | expected {need * 1.1 / 1e9:.1f} GB for N = {n:,}")
+            folder = args.dir / str(n)
+            t = time.perf_counter()
+            write_data(folder, n, args.dim)
+            print(f"N={n:,}: data written in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+            times = run_child("times", folder, n, args.dim, args.repeats)
+            memory = run_child("memory", folder, n, args.dim, args.repeats)
+            results["sizes"][str(n)] = {"times_ms": times, "memory": memory}
+            print(json.dumps(results["sizes"][str(n)], indent=1), file=sys.stderr, flush=True)
+            if not args.keep:
+                shutil.rmtree(folder)
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.dir, ignore_errors=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=1))
+    print(results["machine"])
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""``jemc-infer query``: search an index with sentences."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jemc_infer.cli._common import echo_err, fail, handle_errors
+
+app = typer.Typer()
+
+
+def _shown(index: Path, rel: str) -> str:
+    path = os.path.normpath(index / rel)
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("../..") else path
+    except ValueError:
+        return path
+
+
+@app.command()
+@handle_errors
+def query(
+    text: Annotated[str | None, typer.Argument(help="What to look for, e.g. \"a man cooking\".")] = None,
+    index: Annotated[Path, typer.Option(help="Index directory.")] = Path("jemc-index"),
+    model: Annotated[Path | None, typer.Option(help="Model bundle (else $JEMC_MODEL, the index's model, the demo bundle).")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="Results per query.")] = 10,
+    queries: Annotated[Path | None, typer.Option(help="A file with one query per line (searched as one batch).")] = None,
+    space_weights: Annotated[str | None, typer.Option(help="Fusion weights, e.g. object=1,activity=0.5.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, onnxruntime or torch.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per result.")] = False,
+) -> None:
+    """Rank the index's videos for TEXT (or each line of --queries): rank, score, path, duration."""
+    from jemc_infer.query import query as run_query
+
+    texts = [text] if text is not None else []
+    if queries is not None:
+        try:
+            texts += [ln.strip() for ln in queries.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except OSError as err:
+            raise fail(f"{queries} | unreadable ({err.strerror}) | expected a text file, one query per line") from None
+    if not texts:
+        raise fail("query | no text | expected a sentence (jemc-infer query \"a man cooking\") or --queries FILE")
+    hits, warnings = run_query(index, texts, k, model, space_weights, backend, device)
+    for w in warnings:
+        echo_err(f"warning: {w}")
+    for t, rows in zip(texts, hits, strict=True):
+        if as_json:
+            for h in rows:
+                typer.echo(json.dumps({"query": t, "rank": h.rank, "score": round(h.score, 6), "path": _shown(index, h.path),
+                                       "duration": h.duration, "id": h.id}))
+            continue
+        if len(texts) > 1:
+            typer.echo(f"\n{t}")
+        typer.echo(f"{'rank':>4}  {'score':>7}  {'duration':>8}  path")
+        for h in rows:
+            dur = f"{h.duration:.1f}s" if h.duration is not None else "-"
+            typer.echo(f"{h.rank:>4}  {h.score:7.4f}  {dur:>8}  {_shown(index, h.path)}")

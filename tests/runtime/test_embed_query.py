@@ -1,0 +1,203 @@
+"""The main job: ``embed`` folders of videos, ``query`` them with sentences — incremental,
+crash-safe, refusing what it cannot do, and without torch at query time."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "video"))
+
+from corpus import write_video  # noqa: E402
+
+from jemc_infer.cli import app  # noqa: E402
+from jemc_infer.index.store import Index  # noqa: E402
+
+pytest.importorskip("onnxruntime")
+runner = CliRunner()
+
+
+def make_videos(root: Path, n: int = 5) -> Path:
+    (root / "sub").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        folder = root / "sub" if i % 2 else root
+        write_video(folder / f"v{i}.mp4", frames=25 + 5 * i, size=(64, 48), audio="aac" if i % 2 == 0 else None)
+    return root
+
+
+def run(*args: str | Path):  # noqa: ANN201
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def embed(videos: Path, index: Path, model: Path, *extra: str):  # noqa: ANN201
+    return run("embed", videos, "--index", index, "--model", model, "--workers", "1", "--flush-every", "2", "--quiet", *extra)
+
+
+def index_rows(index: Path) -> dict[str, int]:
+    with Index.open(index) as ix:
+        live = {int(i) for s in ix.shards() for i in s.ids if i >= 0}
+        return {p: v[0] for p, v in ix.videos().items() if v[0] in live}
+
+
+def test_embed_then_query_round_trip(runtime_bundle: Path, tmp_path: Path) -> None:
+    videos = make_videos(tmp_path / "videos")
+    r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["embedded"] == 5 and summary["failed"] == {} and summary["skipped"] == 0
+    assert all("onnxruntime on CPUExecutionProvider" in w for w in summary["engines"])
+    rows = index_rows(tmp_path / "ix")
+    assert sorted(rows) == ["../videos/sub/v1.mp4", "../videos/sub/v3.mp4", "../videos/v0.mp4", "../videos/v2.mp4", "../videos/v4.mp4"]
+    r = run("query", "a man is cooking", "--index", tmp_path / "ix", "--model", runtime_bundle, "-k", "3", "--json")
+    assert r.exit_code == 0, r.output
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert all(Path(h["path"]).exists() for h in hits) and all(h["duration"] > 0.9 for h in hits)
+    r = run("query", "a man is cooking", "--index", tmp_path / "ix", "--model", runtime_bundle, "-k", "50")
+    assert r.exit_code == 0 and len(r.stdout.strip().splitlines()) == 1 + 5  # k > index size returns all
+    # the index moves with its videos: paths are relative to it
+    shutil.move(tmp_path / "videos", tmp_path / "moved" / "videos")
+    shutil.move(tmp_path / "ix", tmp_path / "moved" / "ix")
+    r = run("query", "a dog", "--index", tmp_path / "moved" / "ix", "--model", runtime_bundle, "--json")
+    assert all(Path(json.loads(line)["path"]).exists() for line in r.stdout.splitlines())
+
+
+def test_incremental_changed_broken_and_prune(runtime_bundle: Path, tmp_path: Path) -> None:
+    videos = make_videos(tmp_path / "videos", n=3)
+    assert embed(videos, tmp_path / "ix", runtime_bundle).exit_code == 0
+    before = index_rows(tmp_path / "ix")
+    st = (videos / "v2.mp4").stat()
+    os.utime(videos / "v2.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))  # touched, not changed
+    r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
+    assert json.loads(r.stdout)["embedded"] == 0 and json.loads(r.stdout)["skipped"] == 3  # nothing to do
+    write_video(videos / "v0.mp4", frames=60, size=(64, 48))  # changed content
+    (videos / "broken.mp4").write_bytes(b"\x00" * 1000)
+    r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
+    assert r.exit_code == 3, r.output  # some failed: documented non-zero code
+    s = json.loads(r.stdout)
+    assert s["embedded"] == 1 and s["skipped"] == 2 and list(s["failed"]) == ["../videos/broken.mp4"]
+    after = index_rows(tmp_path / "ix")
+    assert after == before  # same ids, every video exactly once
+    r = run("index", "status", "--index", tmp_path / "ix")
+    assert "3 videos, 1 failed" in r.stdout and "broken.mp4: not a video FFmpeg can read" in r.stdout
+    (videos / "sub" / "v1.mp4").unlink()
+    s = json.loads(embed(videos, tmp_path / "ix", runtime_bundle, "--json", "--prune").stdout)
+    assert s["pruned"] == 1 and len(index_rows(tmp_path / "ix")) == 2
+
+
+_EMBED = """
+import sys
+from jemc_infer.cli import app
+sys.argv = ["jemc-infer", "embed", sys.argv[1], "--index", sys.argv[2], "--model", sys.argv[3], "--workers", "1",
+            "--flush-every", "1", "--quiet"]
+app()
+"""
+
+
+def _kill_trial(videos: Path, index: Path, model: Path, rng: random.Random) -> None:
+    child = subprocess.Popen([sys.executable, "-c", _EMBED, str(videos), str(index), str(model)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(1.0, 8.0))
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+@pytest.mark.parametrize("trial", [0, 1, 2] + [pytest.param(t, marks=pytest.mark.slow) for t in range(3, 13)])
+def test_kill_at_random_points_then_rerun(runtime_bundle: Path, tmp_path: Path, trial: int) -> None:
+    videos = make_videos(tmp_path / "videos", n=6)
+    rng = random.Random(trial)
+    for _ in range(2):
+        _kill_trial(videos, tmp_path / "ix", runtime_bundle, rng)
+    r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
+    assert r.exit_code == 0, r.output
+    rows = index_rows(tmp_path / "ix")
+    assert len(rows) == 6 and len(set(rows.values())) == 6  # every video exactly once
+    with Index.open(tmp_path / "ix") as ix:
+        assert ix.counts()["ok"] == 6
+        on_disk = sorted(p.name for p in (tmp_path / "ix" / "shards").iterdir())
+        assert on_disk == sorted(Path(f).name for (f,) in ix.db.execute("SELECT file FROM shards"))  # no orphans
+    r = run("query", "someone is running", "--index", tmp_path / "ix", "--model", runtime_bundle, "-k", "6", "--json")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 6
+
+
+def test_second_concurrent_embed_is_refused(runtime_bundle: Path, tmp_path: Path) -> None:
+    videos = make_videos(tmp_path / "videos", n=6)
+    child = subprocess.Popen([sys.executable, "-c", _EMBED, str(videos), str(tmp_path / "ix"), str(runtime_bundle)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "ix" / "lock").exists() or not (tmp_path / "ix" / "lock").read_text().strip():
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.05)
+        r = embed(videos, tmp_path / "ix", runtime_bundle)
+        assert r.exit_code == 1 and f"being written by pid {child.pid}" in r.stderr
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_model_mismatch_is_refused(runtime_bundle: Path, tmp_path: Path) -> None:
+    videos = make_videos(tmp_path / "videos", n=1)
+    assert embed(videos, tmp_path / "ix", runtime_bundle).exit_code == 0
+    other = tmp_path / "other"
+    shutil.copytree(runtime_bundle, other)
+    from jemc_infer.bundle import read_bundle, write_bundle
+
+    b = read_bundle(other)
+    tensors = b.load_weights()
+    tensors = {k: v + 0.01 for k, v in tensors.items()}
+    write_bundle(other, b.config, b.vocab, tensors)
+    shutil.copytree(runtime_bundle / "onnx", other / "onnx")
+    shutil.copy(runtime_bundle / "manifest.json", other / "manifest.json")
+    r = embed(videos, tmp_path / "ix", other)
+    assert r.exit_code == 1 and "holds embeddings made with other model" in r.stderr and "--index NEW_DIR" in r.stderr
+    r = run("query", "a cat", "--index", tmp_path / "ix", "--model", other)
+    assert r.exit_code == 1 and "pass the --model the index was built with" in r.stderr
+
+
+def test_query_refusals_and_warnings(runtime_bundle: Path, tmp_path: Path) -> None:
+    videos = make_videos(tmp_path / "videos", n=2)
+    assert embed(videos, tmp_path / "ix", runtime_bundle).exit_code == 0
+    r = run("query", "   ", "--index", tmp_path / "ix", "--model", runtime_bundle)
+    assert r.exit_code == 1 and "empty text" in r.stderr
+    r = run("query", "zyxwv qwrtp", "--index", tmp_path / "ix", "--model", runtime_bundle)
+    assert r.exit_code == 0 and "no word of 'zyxwv qwrtp' is in the model's vocabulary" in r.stderr
+    r = run("query", "a cat", "--index", tmp_path / "nothing", "--model", runtime_bundle)
+    assert r.exit_code == 1 and "no index here" in r.stderr
+    r = run("query", "a cat", "--index", tmp_path / "ix", "--model", runtime_bundle, "--space-weights", "audio=1")
+    assert r.exit_code == 1 and "unknown space 'audio'" in r.stderr
+    q = tmp_path / "q.txt"
+    q.write_text("a cat\n\na red car\n")
+    r = run("--debug", "query", "--queries", q, "--index", tmp_path / "ix", "--model", runtime_bundle, "--json",
+            "--space-weights", "object=1,activity=0")
+    assert r.exit_code == 0 and {json.loads(ln)["query"] for ln in r.stdout.splitlines()} == {"a cat", "a red car"}
+
+
+def test_query_without_torch(runtime_bundle: Path, tmp_path: Path) -> None:
+    videos = make_videos(tmp_path / "videos", n=2)
+    assert embed(videos, tmp_path / "ix", runtime_bundle).exit_code == 0
+    code = ("import builtins, sys\nreal = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    if name.split('.')[0] in ('torch', 'torchvision'):\n"
+            "        raise ModuleNotFoundError('No module named ' + repr(name), name=name)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            f"sys.argv = ['jemc-infer', 'query', 'a man cooking', '--index', {str(tmp_path / 'ix')!r}, '--model', "
+            f"{str(runtime_bundle)!r}, '--json']\n"
+            "from jemc_infer.cli import app\n"
+            "try:\n    app()\nfinally:\n    print('TORCH', 'torch' in sys.modules, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(out.stdout.splitlines()) == 2 and "TORCH False" in out.stderr
+    assert np.isfinite([json.loads(ln)["score"] for ln in out.stdout.splitlines()]).all()
