@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(BIN)/jemc-infer train --data demo/data --preset jemc --out demo/model --epochs 5 --lr 1e-3 --embed-dim 256 --word-dim 128 --quiet --restart
 	$(BIN)/jemc-infer export demo/model --random-init --max-batch 16 --max-seq 32
 	$(BIN)/python scripts/demo_videos.py demo/videos
+	rm -rf demo/index  # the model was just retrained: a fresh index (an index refuses another model's rows)
 	$(BIN)/jemc-infer embed demo/videos --index demo/index --model demo/model
 	$(BIN)/jemc-infer query "a man is cooking in a kitchen" --index demo/index --model demo/model -k 5
 

@@ -243,20 +243,26 @@ def _run(todo: list[tuple[Path, str, os.stat_result]], index: Index, bundle: Bun
     encoder = EngineEncoder(engines)
     streams = list(config.features)
     paths = [t[0] for t in todo]
-    for result in extract_features(paths, sampling, encoder, streams=streams, workers=workers, time_limit=time_limit,
-                                   frame_batch=batch_size, clip_batch=max(1, batch_size // 4)):
-        f, rel, st = todo[result.index]
-        if result.ok:
-            rec = VideoRecord(rel, st.st_size, st.st_mtime_ns, content_hash(f), result.stats.duration if result.stats else None, "ok")
-            pending.append((rec, result.features))
-            summary.embedded += 1
-            summary.frames += result.stats.decoded_frames if result.stats else 0
-            if len(pending) >= flush_every:
-                flush()
-        else:
-            rec = VideoRecord(rel, st.st_size, st.st_mtime_ns, None, None, "failed", result.reason)
-            index.record_failures([rec])
-            summary.failed[rel] = result.reason or ""
-        if on_result is not None:
-            on_result(result)
+    results = extract_features(paths, sampling, encoder, streams=streams, workers=workers, time_limit=time_limit,
+                               frame_batch=batch_size, clip_batch=max(1, batch_size // 4))
+    try:
+        for result in results:
+            f, rel, st = todo[result.index]
+            if result.ok:
+                rec = VideoRecord(rel, st.st_size, st.st_mtime_ns, content_hash(f), result.stats.duration if result.stats else None, "ok")
+                pending.append((rec, result.features))
+                summary.embedded += 1
+                summary.frames += result.stats.decoded_frames if result.stats else 0
+                if len(pending) >= flush_every:
+                    flush()
+            else:
+                rec = VideoRecord(rel, st.st_size, st.st_mtime_ns, None, None, "failed", result.reason)
+                index.record_failures([rec])
+                summary.failed[rel] = result.reason or ""
+            if on_result is not None:
+                on_result(result)
+    except KeyboardInterrupt:  # Ctrl-C: keep what is finished (a kill -9 loses at most flush_every videos)
+        results.close()  # stops the decoder workers
+        flush()
+        raise
     flush()

@@ -23,7 +23,7 @@ DEFAULT_INDEX = Path("jemc-index")
 def embed(
     videos: Annotated[list[Path], typer.Argument(help="Video files and folders (searched recursively).")],
     index: Annotated[Path, typer.Option(help="Index directory (created if absent).")] = DEFAULT_INDEX,
-    model: Annotated[Path | None, typer.Option(help="Model bundle with exported graphs (else $JEMC_MODEL, the demo bundle).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model bundle with exported graphs (else $JEMC_MODEL, the index's model, the demo bundle).")] = None,
     backend: Annotated[str, typer.Option(help="auto, tensorrt, onnxruntime or torch.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per backbone call (clips: a quarter).")] = 16,
@@ -43,8 +43,6 @@ def embed(
     with its reason and the rest are embedded.
     """
     from jemc_infer.embed import embed as run_embed
-    from jemc_infer.query import resolve_model
-
     progress, task, t0, counts = None, None, time.monotonic(), {"done": 0, "frames": 0, "failed": 0}
     if not quiet and not as_json:
         from rich.console import Console
@@ -73,7 +71,7 @@ def embed(
                 progress.console.print(f"failed: {result.path}: {result.reason}", markup=False, highlight=False)
 
     try:
-        s = run_embed(videos, index, resolve_model(model), backend=backend, device=device, workers=workers,
+        s = run_embed(videos, index, _model(model, index), backend=backend, device=device, workers=workers,
                       time_limit=time_limit, batch_size=batch_size, flush_every=flush_every, dtype=dtype,
                       extensions=[e for e in extensions.split(",") if e], prune=prune, on_start=on_start, on_result=on_result)
     finally:
@@ -100,3 +98,14 @@ def _grouped(engines: list[str]) -> list[str]:
         graph, _, why = line.partition(": ")
         groups.setdefault(why, []).append(graph)
     return [f"{', '.join(graphs)}: {why}" for why, graphs in groups.items()]
+
+
+def _model(model: Path | None, index: Path) -> Path:
+    """--model, else $JEMC_MODEL, else the model an existing index was built with, else the demo bundle."""
+    from jemc_infer.index.store import MANIFEST, Index
+    from jemc_infer.query import resolve_model
+
+    if model is None and (index / MANIFEST).exists():
+        with Index.open(index) as ix:
+            return resolve_model(None, ix)
+    return resolve_model(model)

@@ -73,7 +73,8 @@ def test_embed_then_query_round_trip(runtime_bundle: Path, tmp_path: Path) -> No
     assert all(Path(json.loads(line)["path"]).exists() for line in r.stdout.splitlines())
 
 
-def test_incremental_changed_broken_and_prune(runtime_bundle: Path, tmp_path: Path) -> None:
+def test_incremental_changed_broken_and_prune(runtime_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JEMC_MODEL", raising=False)
     videos = make_videos(tmp_path / "videos", n=3)
     assert embed(videos, tmp_path / "ix", runtime_bundle).exit_code == 0
     before = index_rows(tmp_path / "ix")
@@ -81,6 +82,8 @@ def test_incremental_changed_broken_and_prune(runtime_bundle: Path, tmp_path: Pa
     os.utime(videos / "v2.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))  # touched, not changed
     r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
     assert json.loads(r.stdout)["embedded"] == 0 and json.loads(r.stdout)["skipped"] == 3  # nothing to do
+    r = run("embed", videos, "--index", tmp_path / "ix", "--workers", "1", "--json")  # no --model: the index's
+    assert r.exit_code == 0 and json.loads(r.stdout)["skipped"] == 3, r.output
     write_video(videos / "v0.mp4", frames=60, size=(64, 48))  # changed content
     (videos / "broken.mp4").write_bytes(b"\x00" * 1000)
     r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
@@ -145,6 +148,24 @@ def test_second_concurrent_embed_is_refused(runtime_bundle: Path, tmp_path: Path
     finally:
         child.kill()
         child.wait()
+
+
+def test_ctrl_c_keeps_the_finished_videos(runtime_bundle: Path, tmp_path: Path) -> None:
+    from jemc_infer.embed import embed as run_embed
+
+    videos = make_videos(tmp_path / "videos", n=4)
+    seen = []
+
+    def interrupt_after_two(result) -> None:  # noqa: ANN001
+        seen.append(result.path)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_embed([videos], tmp_path / "ix", runtime_bundle, workers=1, flush_every=100, on_result=interrupt_after_two)
+    assert sorted(Path(tmp_path / "ix", p).resolve() for p in index_rows(tmp_path / "ix")) == sorted(Path(p) for p in seen)
+    s = json.loads(embed(videos, tmp_path / "ix", runtime_bundle, "--json").stdout)
+    assert s["embedded"] == 2 and s["skipped"] == 2 and len(index_rows(tmp_path / "ix")) == 4
 
 
 def test_model_mismatch_is_refused(runtime_bundle: Path, tmp_path: Path) -> None:
