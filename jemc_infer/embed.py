@@ -188,8 +188,7 @@ def embed(
         index_dir.mkdir(parents=True, exist_ok=True)
         with Index.open(index_dir, index_settings(bundle, sampling, dtype), writer=True) as index:
             summary.messages.extend(index.messages)
-            index.db.execute("INSERT OR REPLACE INTO meta VALUES ('model_path', ?)", (str(bundle.path.resolve()),))
-            index.db.commit()
+            index.set_model_path(bundle.path)
             known = index.videos()
             if prune:
                 gone = [p for p in known if not (index_dir / p).exists()]

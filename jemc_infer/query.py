@@ -40,20 +40,13 @@ def resolve_model(model: Path | None, index: Index | None = None) -> Path:
     """
     looked = []
     for label, cand in (("--model", model), (f"${MODEL_ENV}", os.environ.get(MODEL_ENV)),
-                        ("the index's model", _index_model(index)), ("the demo bundle", DEMO_MODEL)):
+                        ("the index's model", index.model_path if index is not None else None), ("the demo bundle", DEMO_MODEL)):
         if cand is None:
             continue
         if Path(cand).is_dir():
             return Path(cand)
         looked.append(f"{label} {cand}")
     raise InputError(f"model | none found ({'; '.join(looked) or 'nothing given'}) | expected --model BUNDLE or ${MODEL_ENV}")
-
-
-def _index_model(index: Index | None) -> str | None:
-    if index is None:
-        return None
-    row = index.db.execute("SELECT value FROM meta WHERE key = 'model_path'").fetchone()
-    return row[0] if row else None
 
 
 def parse_space_weights(text: str | None, bundle: Bundle) -> dict[str, float]:

@@ -188,6 +188,18 @@ class Index:
     def dtype(self) -> str:
         return str(self.settings["dtype"])
 
+    @property
+    def model_path(self) -> str | None:
+        """Where the bundle the rows were made with was, as the last writer recorded it."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'model_path'").fetchone()
+        return row[0] if row else None
+
+    def set_model_path(self, path: Path) -> None:
+        """Record where the model bundle is (``query`` and ``embed`` default to it)."""
+        self._check_writer()
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model_path', ?)", (str(Path(path).resolve()),))
+
     def videos(self) -> dict[str, tuple[int, int, int, str | None, str]]:
         """path → (id, size, mtime_ns, content_hash, status)."""
         return {r[0]: tuple(r[1:]) for r in self.db.execute("SELECT path, id, size, mtime_ns, content_hash, status FROM videos")}  # type: ignore[misc]

@@ -54,7 +54,10 @@ def test_shards_videos_and_dead_rows(tmp_path: Path) -> None:
         assert ids["a.mp4"] not in live(ix)
         ix.record_failures([rec("c.mp4", "failed", "truncated")])  # was ok, now fails: its row is dead too
         assert set(live(ix)) == {ids["b.mp4"]} and len(list(ix.shards())) == 1  # a shard with no live row is skipped
+        assert ix.model_path is None
+        ix.set_model_path(tmp_path / "model")
     with Index.open(tmp_path / "ix") as ro:  # readers need no lock
+        assert ro.model_path == str((tmp_path / "model").resolve())
         assert ro.dim == 8 and ro.counts()["ok"] == 1
         with pytest.raises(InputError, match="read-only"):
             ro.add_shard(rows(1), [rec("x.mp4")])
