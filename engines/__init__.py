@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jemc_infer.engines.base import Engine
-from jemc_infer.errors import BackendUnavailableError, BundleError, EngineMismatchError, InputError
+from jemc_infer.errors import BackendUnavailableError, BundleError, EngineMismatchError, InputError, missing_dependency
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 DEVICES = ("auto", "cpu", "cuda")
@@ -38,7 +38,7 @@ def _torch(bundle: Path, graph: str, device: str, backbones: Any) -> Engine:
     try:
         from jemc_infer.engines.torch import TorchEngine
     except ImportError as err:
-        raise BackendUnavailableError(f"torch engine | {err} | expected the [train] extra") from None
+        raise (missing_dependency(err, "needed by the torch engine") or err) from None
     return TorchEngine.from_bundle(bundle, graph, device, backbones)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from jemc_infer.engines.base import Engine
-from jemc_infer.errors import BackendUnavailableError
+from jemc_infer.errors import BackendUnavailableError, missing_dependency
 from jemc_infer.manifest import GraphSpec, graph_entry, verified_file
 
 PROVIDERS = {
@@ -25,8 +25,8 @@ PROVIDERS = {
 def _ort() -> Any:
     try:
         import onnxruntime
-    except ImportError:
-        raise BackendUnavailableError("onnxruntime | not installed | pip install 'jemc-infer[cpu]' (or [gpu] for CUDA)") from None
+    except ImportError as err:
+        raise (missing_dependency(err, "needed by the onnxruntime engine") or err) from None
     return onnxruntime
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from jemc_infer.bundle import sha256_file
 from jemc_infer.engines.base import Engine
-from jemc_infer.errors import BackendUnavailableError, BundleError, EngineMismatchError, InputShapeError, JemcError
+from jemc_infer.errors import INSTALL, BackendUnavailableError, BundleError, EngineMismatchError, InputShapeError, JemcError
 from jemc_infer.manifest import GraphSpec, graph_entry, read_manifest
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-TENSORRT_INSTALL = "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13"
-PYCUDA_INSTALL = "the [gpu] extra, pip install 'jemc-infer[gpu]' (pycuda builds from source against the CUDA toolkit)"
 MACHINE_FIELDS = ("tensorrt", "gpu", "compute_capability")  # what a plan is bound to
 _CAPTURE_MODE_THREAD_LOCAL = 1  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: other threads may keep calling CUDA
 
@@ -54,11 +52,11 @@ def require_tensorrt() -> None:
     try:
         import tensorrt
     except (ImportError, OSError) as err:  # OSError: a bindings wheel without its shared libraries
-        raise BackendUnavailableError(f"tensorrt | not importable ({_first_line(err)}) | expected TensorRT 10: {TENSORRT_INSTALL}") from None
+        raise BackendUnavailableError(f"tensorrt | not importable ({_first_line(err)}) | expected TensorRT 10: {INSTALL['tensorrt']}") from None
     if not hasattr(tensorrt, "Builder"):
         # tensorrt-stubs alone leaves a tensorrt/ folder of .pyi files: an importable, empty namespace package
         raise BackendUnavailableError(f"tensorrt | only type stubs (tensorrt-stubs) are installed, not TensorRT | expected TensorRT 10: "
-                                      f"{TENSORRT_INSTALL}")
+                                      f"{INSTALL['tensorrt']}")
 
 
 def require_cuda() -> None:
@@ -70,7 +68,7 @@ def require_cuda() -> None:
     try:
         import pycuda.driver  # noqa: F401
     except ImportError as err:
-        raise BackendUnavailableError(f"pycuda | not importable ({_first_line(err)}) | expected {PYCUDA_INSTALL}, and an NVIDIA driver") from None
+        raise BackendUnavailableError(f"pycuda | not importable ({_first_line(err)}) | expected {INSTALL['pycuda']}, and an NVIDIA driver") from None
     try:
         # Not pycuda.autoinit: that creates a second context beside the one torch/onnxruntime use.
         import pycuda.autoprimaryctx  # noqa: F401

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from jemc_infer.engines.base import Engine
-from jemc_infer.errors import BackendUnavailableError, InputError
+from jemc_infer.errors import INSTALL, BackendUnavailableError, InputError
 from jemc_infer.specs import GraphSpec, backbone_specs, text_spec, video_spec
 
 try:
@@ -30,7 +30,7 @@ class TorchEngine(Engine):
         """Args: module: positional inputs in ``spec`` order → tuple of outputs in ``spec`` order
         (``jemc_infer.nn.graphs``); device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``."""
         if torch is None:
-            raise BackendUnavailableError("torch | not installed | the torch engine needs pip install 'jemc-infer[train]'")
+            raise BackendUnavailableError(f"torch | not installed | the torch engine needs {INSTALL['torch']}")
         from jemc_infer.nn.io import resolve_device
 
         self._device = resolve_device(device)
@@ -47,7 +47,7 @@ class TorchEngine(Engine):
             BundleError: The bundle's weights do not verify.
         """
         if torch is None:
-            raise BackendUnavailableError("torch | not installed | the torch engine needs pip install 'jemc-infer[train]'")
+            raise BackendUnavailableError(f"torch | not installed | the torch engine needs {INSTALL['torch']}")
         from jemc_infer.bundle import read_bundle
         from jemc_infer.nn.graphs import BackboneGraph, TextGraph, VideoGraph
         from jemc_infer.nn.io import model_from_bundle

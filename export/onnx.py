@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from jemc_infer.bundle import Bundle, read_bundle, sha256_file
-from jemc_infer.errors import BackendUnavailableError, InputError, JemcError
+from jemc_infer.errors import InputError, JemcError, missing_dependency
 from jemc_infer.export.specs import ShapeLimits, backbone_specs, text_spec, video_spec
 from jemc_infer.manifest import GraphSpec, graph_key, update_manifest
 from jemc_infer.nn.graphs import BackboneGraph, TextGraph, VideoGraph, check_matches
@@ -44,7 +44,7 @@ def _require_onnx() -> None:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise BackendUnavailableError(f"{err.name} | not installed | needed to export: pip install 'jemc-infer[cpu,train]'") from None
+        raise (missing_dependency(err, "needed to export") or err) from None
 
 
 def random_inputs(spec: GraphSpec, batch: int, rng: np.random.Generator, seq: int = 8, samples: int = 22_050,

@@ -37,3 +37,43 @@ class DecodeError(JemcError):
 
 class IndexCorruptError(JemcError):
     """An index directory is inconsistent with its manifest."""
+
+
+# What to install for each optional dependency, by top-level module name: the one table that the
+# CLI's one-line errors, the engines and `doctor` read.
+INSTALL: dict[str, str] = {
+    "torch": "pip install 'jemc-infer[train]'",
+    "torchvision": "pip install 'jemc-infer[train]'",
+    "h5py": "pip install 'jemc-infer[train]'",
+    "onnx": "pip install 'jemc-infer[train]'",
+    "onnxscript": "pip install 'jemc-infer[train]'",
+    "onnxconverter_common": "pip install 'jemc-infer[train]'",
+    "onnxruntime": "pip install 'jemc-infer[cpu]' (or [gpu] for CUDA; never both)",
+    "pycuda": "pip install 'jemc-infer[gpu]' (pycuda builds from source against the CUDA toolkit)",
+    "tensorrt": "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13",
+    "faiss": "pip install 'jemc-infer[bench]'",
+}
+
+
+def missing_dependency(err: ImportError, needed: str = "needed here") -> BackendUnavailableError | None:
+    """The one-line error for an optional dependency that failed to import.
+
+    Args:
+        err: The ``ImportError`` (or ``ModuleNotFoundError``) that was raised.
+        needed: What the dependency is for, e.g. ``"needed to export"``. Defaults to ``"needed here"``.
+
+    Returns:
+        ``"torch | not installed | needed here: pip install 'jemc-infer[train]'"`` as a
+        :class:`BackendUnavailableError`, or None when ``err`` is not about an optional dependency
+        (an ImportError inside jemc_infer itself is a bug, and keeps its traceback).
+    """
+    name = err.name or ""
+    top = name.split(".")[0]
+    if top not in INSTALL:
+        return None
+    if isinstance(err, ModuleNotFoundError) and name == top:
+        got = "not installed"
+    else:  # installed but broken: a missing shared library, a submodule, a version mismatch
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        got = f"not importable ({first})"
+    return BackendUnavailableError(f"{top} | {got} | {needed}: {INSTALL[top]}")

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # The GPU check: every test marked gpu/tensorrt, then the GPU benchmarks, in one call (< 10 min).
-# Run on a lent GPU machine from the repository root. That machine has Python 3.12 + torch but not
-# all of our dependencies: wheels for the missing ones travel in .whl/ (see README, "GPU check").
+# Run on a lent GPU machine from the repository root, after `scripts/gpu_wheels.sh` here filled
+# .whl/ (carried along): the machine has Python 3.12 + torch but no network and not all of our
+# dependencies. The project runs as users install it — its wheel, as CI builds and installs it —
+# never from the source tree (the package-dir mapping train/ → jemc_infer.train needs an install).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
+if ! ls .whl/jemc_infer-*.whl >/dev/null 2>&1; then
+  echo "error: .whl/jemc_infer-*.whl | missing | expected: run scripts/gpu_wheels.sh on the development machine and carry .whl" >&2
+  exit 1
 fi
-# run from the source tree: the package-dir mapping (train/ → jemc_infer.train) needs an install
-python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/jemc . >/dev/null
-export PYTHONPATH=/tmp/jemc:${PYTHONPATH}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site
+export PYTHONSAFEPATH=1  # never put the working directory (the source tree's jemc_infer/) on sys.path
+where=$(cd /tmp && python3 -c "import jemc_infer; print(jemc_infer.__file__)")
+case "$where" in /tmp/site/*) ;; *) echo "error: jemc_infer | imported from $where | expected /tmp/site" >&2; exit 1 ;; esac
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -m pytest -q -p no:cacheprovider -m "gpu or tensorrt" tests 2>&1 | tee "$OUT/tests.log"
 python3 benchmarks/train_throughput.py --device cuda --videos 2000 --json "$OUT/train_throughput_cuda.json" 2>&1 | tee "$OUT/bench.log"

@@ -6,6 +6,9 @@ Heavy modules (torch, onnxruntime) are imported inside the commands that need th
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import typer
 
 from jemc_infer.cli import _common
@@ -26,15 +29,31 @@ app = typer.Typer(
     "Search: jemc-infer embed videos/ --model model && jemc-infer query \"a man cooking\"\n\n"
     "Train:  jemc-infer data synth --out data && jemc-infer train --data data --preset jemc --out model\n\n"
     "Deploy: jemc-infer export model --weights DIR",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
 
 
-@app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")) -> None:
+@app.callback(invoke_without_command=True)
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print jemc-infer's version and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --version: also every dependency's version, as JSON.")] = False,
+) -> None:
     _common.DEBUG = debug
+    if version or as_json:
+        if ctx.invoked_subcommand is not None or not version:
+            got = f"before the command {ctx.invoked_subcommand!r}" if ctx.invoked_subcommand else "--json without --version"
+            raise _common.fail(f"--version/--json | {got} | expected `jemc-infer --version [--json]` alone "
+                               "(a command's own --json goes after it)")
+        from jemc_infer.cli.doctor import versions
+
+        typer.echo(json.dumps(versions(), indent=2) if as_json else f"jemc-infer {versions()['jemc_infer']}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(code=2)  # as Click's no_args_is_help: a bare `jemc-infer` is not a successful run
 
 
 app.add_typer(embed_app)

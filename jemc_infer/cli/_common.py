@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from jemc_infer.errors import JemcError
+from jemc_infer.errors import JemcError, missing_dependency
 
 DEBUG = False  # set by the --debug global option
 
@@ -23,8 +23,9 @@ def fail(message: str) -> typer.Exit:
 
 
 def handle_errors(func: F) -> F:
-    """Turn :class:`JemcError` into one line on stderr and exit code 1 (tracebacks with --debug);
-    Ctrl-C into exit code 130."""
+    """Turn :class:`JemcError` and a missing optional dependency (torch, onnx, tensorrt, pycuda, …:
+    the line names what to install) into one line on stderr and exit code 1 (tracebacks with
+    --debug); Ctrl-C into exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -34,6 +35,11 @@ def handle_errors(func: F) -> F:
             if DEBUG:
                 raise
             raise fail(str(err)) from None
+        except ImportError as err:
+            friendly = missing_dependency(err)
+            if friendly is None or DEBUG:
+                raise
+            raise fail(str(friendly)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(code=130) from None
@@ -49,20 +55,3 @@ def echo_err(message: str) -> None:
 def parse_csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
-
-class requires:  # noqa: N801 - used as a context manager: `with requires("[train]"):`
-    """Turn a missing optional dependency, imported inside the block, into a one-line error."""
-
-    def __init__(self, extra: str) -> None:
-        self.extra = extra
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] != "jemc_infer":
-            from jemc_infer.errors import BackendUnavailableError
-
-            raise BackendUnavailableError(
-                f"{exc.name} | not installed | needed here: pip install 'jemc-infer{self.extra}'") from None
-        return False

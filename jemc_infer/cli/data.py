@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, fail, handle_errors, requires
+from jemc_infer.cli._common import echo_err, fail, handle_errors
 
 if TYPE_CHECKING:
     from jemc_infer.train.data import FeatureDataset
@@ -74,11 +74,10 @@ def msrvtt(
     audio: Annotated[Path | None, typer.Option(help="Folder of SoundNet .h5 (layer24 [1024, T]).")] = None,
 ) -> None:
     """Import MSR-VTT (standard 6513/497/2990 split) with the official JEMC feature files."""
-    with requires("[train]"):
-        from jemc_infer.train.formats import load_msrvtt
+    from jemc_infer.train.formats import load_msrvtt
 
-        _import(out, load_msrvtt(*annotations),
-                {"resnet": (resnet, "npy"), "i3d": (i3d, "npy"), "audio": (audio, "soundnet")}, "msrvtt")
+    _import(out, load_msrvtt(*annotations),
+            {"resnet": (resnet, "npy"), "i3d": (i3d, "npy"), "audio": (audio, "soundnet")}, "msrvtt")
 
 
 @app.command()

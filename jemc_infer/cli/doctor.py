@@ -13,19 +13,21 @@ from typing import Annotated, Any
 
 import typer
 
+from jemc_infer.errors import INSTALL
+
 app = typer.Typer()
 
-PACKAGES = [  # (import name, distribution names to look for, what it is for / how to get it)
-    ("numpy", ("numpy",), "core"),
-    ("av", ("av",), "video decoding (PyAV)"),
-    ("onnxruntime", ("onnxruntime", "onnxruntime-gpu"), "pip install 'jemc-infer[cpu]' or '[gpu]'"),
-    ("torch", ("torch",), "training / torch engine: pip install 'jemc-infer[train]'"),
-    ("torchvision", ("torchvision",), "backbones: pip install 'jemc-infer[train]'"),
-    ("onnx", ("onnx",), "export: pip install 'jemc-infer[train]'"),
-    ("onnxscript", ("onnxscript",), "export: pip install 'jemc-infer[train]'"),
-    ("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"), "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13"),
-    ("pycuda", ("pycuda",), "pip install 'jemc-infer[gpu]' (builds against the CUDA toolkit)"),
-]
+PACKAGES = {  # import name → distribution names to look for (what to install: jemc_infer.errors.INSTALL)
+    "numpy": ("numpy",),
+    "av": ("av",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "torch": ("torch",),
+    "torchvision": ("torchvision",),
+    "onnx": ("onnx",),
+    "onnxscript": ("onnxscript",),
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
+    "pycuda": ("pycuda",),
+}
 
 
 def _version(dists: tuple[str, ...]) -> str | None:
@@ -35,6 +37,15 @@ def _version(dists: tuple[str, ...]) -> str | None:
         except md.PackageNotFoundError:
             continue
     return None
+
+
+def versions() -> dict[str, Any]:
+    """jemc-infer's, Python's and each package's installed version (None: not installed), read
+    from the installed metadata: nothing is imported, so it is instant."""
+    from jemc_infer import __version__
+
+    return {"jemc_infer": __version__, "python": platform.python_version(),
+            "packages": {name: _version(dists) for name, dists in PACKAGES.items()}}
 
 
 def _probe(name: str) -> str | None:
@@ -55,9 +66,9 @@ def diagnose() -> dict[str, Any]:
 
     report: dict[str, Any] = {"python": f"{platform.python_version()} ({sys.executable})", "jemc_infer": __version__,
                               "platform": platform.platform(), "packages": {}}
-    for name, dists, hint in PACKAGES:
-        version = _version(dists)
+    for name, version in versions()["packages"].items():
         problem = _probe(name) if version else "not installed"
+        hint = INSTALL.get(name, "a core dependency: reinstall jemc-infer")
         report["packages"][name] = {"version": version, "ok": problem is None, "reason": problem, "hint": None if problem is None else hint}
     if report["packages"]["onnxruntime"]["ok"]:
         import onnxruntime

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import handle_errors, requires
+from jemc_infer.cli._common import handle_errors
 
 app = typer.Typer()
 
@@ -41,10 +41,9 @@ def evaluate(
 
     if ties not in TIES:
         raise fail(f"--ties | {ties!r} | expected one of {', '.join(TIES)}")
-    with requires("[train]"):
-        from jemc_infer.nn import model_from_bundle, resolve_device
-        from jemc_infer.train.data import open_dataset
-        from jemc_infer.train.evaluate import evaluate_split
+    from jemc_infer.nn import model_from_bundle, resolve_device
+    from jemc_infer.train.data import open_dataset
+    from jemc_infer.train.evaluate import evaluate_split
 
     bundle = read_bundle(model)
     ds = open_dataset(data)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, fail, handle_errors, requires
+from jemc_infer.cli._common import echo_err, fail, handle_errors
 
 app = typer.Typer()
 
@@ -63,18 +63,16 @@ def export(
     """
     if to not in ("onnx", "tensorrt"):
         raise fail(f"--to | {to!r} | expected onnx or tensorrt")
-    with requires("[cpu,train]"):
-        from jemc_infer.bundle import read_bundle
-        from jemc_infer.export.specs import ShapeLimits
+    from jemc_infer.bundle import read_bundle
+    from jemc_infer.export.specs import ShapeLimits
 
     b = read_bundle(bundle)
     limits = ShapeLimits(max_batch=max_batch, max_seq=max_seq, opt_batch=min(16, max_batch), opt_seq=min(16, max_seq))
     if to == "onnx":
         if int8:
             raise fail("--int8 | with --to onnx | expected --to tensorrt (int8 is a TensorRT build)")
-        with requires("[cpu,train]"):
-            from jemc_infer.export.onnx import export_bundle
-            from jemc_infer.nn.backbones import load_backbones
+        from jemc_infer.export.onnx import export_bundle
+        from jemc_infer.nn.backbones import load_backbones
         nets = load_backbones(weights, random_init=random_init, activity=activity) if backbones else None
         records = export_bundle(b, limits, fp16=fp16, eval_data=eval_data, backbones=nets, echo=echo_err)
         typer.echo(f"{b.path}: exported {', '.join(records)} (manifest: {b.path / 'manifest.json'})")

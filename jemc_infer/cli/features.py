@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, fail, handle_errors, requires
+from jemc_infer.cli._common import echo_err, fail, handle_errors
 
 app = typer.Typer()
 
@@ -64,11 +64,9 @@ def features(
     Rerunning skips the videos already done (resume after a crash or Ctrl-C); a file that hangs
     or is broken is recorded with its reason and the run goes on.
     """
+    from jemc_infer.nn.backbones import load_backbones
+    from jemc_infer.train.extract import extract_dataset, work_dir_for
     from jemc_infer.video.sampling import Sampling
-
-    with requires("[train]"):
-        from jemc_infer.nn.backbones import load_backbones
-        from jemc_infer.train.extract import extract_dataset, work_dir_for
 
     sampling = Sampling(frame_rate=frame_rate, num_frames=num_frames, clip_stride=clip_stride)
     ann = _annotations(captions, msvd_mapping, msvd_split)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, handle_errors, parse_csv, requires
+from jemc_infer.cli._common import echo_err, handle_errors, parse_csv
 
 app = typer.Typer()
 
@@ -33,9 +33,8 @@ def table1(
     Every preset of `jemc-infer train` is a row; a dataset without audio (MSVD) runs the
     audio-free ones. Interrupted runs resume where they stopped.
     """
-    with requires("[train]"):
-        from jemc_infer.train.loop import TrainConfig
-        from jemc_infer.train.table1 import format_table, run_table1
+    from jemc_infer.train.loop import TrainConfig
+    from jemc_infer.train.table1 import format_table, run_table1
 
     config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size,
                          lr_step=lr_step, seed=seed, device=device)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, handle_errors, requires
+from jemc_infer.cli._common import echo_err, handle_errors
 from jemc_infer.config import LossMode
 from jemc_infer.train.presets import PRESETS
 
@@ -41,9 +41,8 @@ def train(
 
     Rerunning the same command after an interruption resumes from the last checkpoint.
     """
-    with requires("[train]"):
-        from jemc_infer.train.loop import TrainConfig
-        from jemc_infer.train.loop import train as run_training
+    from jemc_infer.train.loop import TrainConfig
+    from jemc_infer.train.loop import train as run_training
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, loss=loss,
                          margin=margin, grad_clip=grad_clip, embed_dim=embed_dim, word_dim=word_dim,

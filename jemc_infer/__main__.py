@@ -1,0 +1,5 @@
+"""``python -m jemc_infer``: the ``jemc-infer`` command."""
+
+from jemc_infer.cli import app
+
+app(prog_name="jemc-infer")
