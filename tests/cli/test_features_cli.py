@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from support.corpus import write_video
 from typer.testing import CliRunner
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "video"))
-
-from corpus import write_video  # noqa: E402
 
 from jemc_infer.cli import app  # noqa: E402
 

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "video"))
-
-from corpus import write_video  # noqa: E402
+from support.corpus import write_video
 
 from jemc_infer.errors import InputError  # noqa: E402
 from jemc_infer.train.extract import STATUS_FILE, extract_dataset, work_dir_for  # noqa: E402

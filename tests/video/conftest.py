@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import fractions
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # corpus.py sits beside the tests
-
-from corpus import FORMATS, broken_corpus, write_video  # noqa: E402
+from support.corpus import FORMATS, broken_corpus, write_video
 
 
 @pytest.fixture(scope="session")

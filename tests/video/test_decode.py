@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus import FORMATS, index_of
+from support.corpus import FORMATS, index_of
 
 from jemc_infer.errors import InputError
 from jemc_infer.video.decode import Chunk, DecodeError, VideoReader

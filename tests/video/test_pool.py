@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus import make_fifo
+from support.corpus import make_fifo
 
 from jemc_infer.video.decode import VideoReader
 from jemc_infer.video.pipeline import extract_features
