@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--backend", default="onnxruntime")
     args = ap.parse_args()
+    from jemc_infer.collection import Options
     from jemc_infer.embed import embed
 
     files = [write_clip(OUT / "media" / f"clip{i}_640x360_{args.seconds:g}s.mp4", args.seconds, seed=i) for i in range(args.clips)]
@@ -102,10 +103,10 @@ def main() -> None:
     assert all(r.ok for r in results), [r.reason for r in results]
 
     with tempfile.TemporaryDirectory() as tmp:
-        summary = embed(files, Path(tmp) / "index", bundle, backend=args.backend, workers=args.workers,
-                        batch_size=args.batch_size)
-    assert summary.embedded == len(files) and not summary.failed, summary
-    t_embed = summary.seconds
+        options = Options(workers=args.workers, frame_batch=args.batch_size, clip_batch=max(1, args.batch_size // 4))
+        summary = embed(files, Path(tmp) / "index", bundle, backend=args.backend, options=options)
+    assert summary.run.done == len(files) and not summary.run.failed, summary
+    t_embed = summary.run.seconds
 
     def rate(seconds: float) -> dict:
         return {"s": round(seconds, 2), "videos_per_s": round(args.clips / seconds, 3),

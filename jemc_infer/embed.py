@@ -1,88 +1,33 @@
 """``embed``: folders of videos → index rows, incrementally and crash-safely (torch-free runtime).
 
-Decoding runs in worker processes (``jemc_infer.video.pool``: bounded, per-file time limit), the
-backbones and video heads run through engines (``jemc_infer.engines``: exported graphs, or torch),
-frames and clips of many videos share batches, and rows are committed to the index every
-``flush_every`` videos. A video already embedded unchanged with the same model is skipped; a
-changed one is re-embedded; ``prune`` drops videos whose files are gone.
+Configuration plus a sink over the collection pipeline (``jemc_infer.collection``): the backbones
+and video heads run through engines (``jemc_infer.engines``: exported graphs, or torch), the
+index's manifest is the job store, and :class:`IndexSink` commits a shard every ``flush_every``
+videos. A video already embedded unchanged with the same model is skipped; a changed one is
+re-embedded; ``prune`` drops videos whose files are gone.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jemc_infer.bundle import Bundle, read_bundle
+from jemc_infer.collection import VIDEO_EXTENSIONS, Event, Job, Options, RunSummary, VideoRecord, run_collection, scan
 from jemc_infer.engines import Engine, open_engine
-from jemc_infer.errors import InputError
-from jemc_infer.index.store import Index, VideoRecord, content_hash
+from jemc_infer.errors import BundleError, InputError
+from jemc_infer.index.store import MANIFEST, Index
 from jemc_infer.manifest import graph_entry
+from jemc_infer.query import resolve_model
 from jemc_infer.specs import SOUNDNET_MIN_EXPORT_SAMPLES
-from jemc_infer.video.pipeline import VideoResult, extract_features
+from jemc_infer.video.pipeline import VideoResult
 from jemc_infer.video.sampling import Sampling, i3d_input, resnet_input
 
-VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "wmv", "3gp", "ts", "ogv")
 STREAM_GRAPH = {"resnet": "object", "i3d": "activity", "audio": "audio"}
-
-
-def scan(inputs: Sequence[Path | str], extensions: Iterable[str] = VIDEO_EXTENSIONS) -> tuple[list[Path], list[str]]:
-    """Video files under ``inputs`` (files or folders, recursively, following symlinks once).
-
-    Returns:
-        ``(files, problems)``: absolute paths, sorted; and one line per entry that could not be
-        read (permission denied, a symlink loop, a missing input) — reported, not fatal.
-    """
-    exts = {"." + e.lower().lstrip(".") for e in extensions}
-    files: set[Path] = set()
-    problems: list[str] = []
-    seen_dirs: set[tuple[int, int]] = set()
-
-    def walk(d: Path) -> None:
-        try:
-            st = d.stat()
-        except OSError as err:
-            problems.append(f"{d}: {err.strerror or err}")
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in seen_dirs:
-            problems.append(f"{d}: symlink loop (already visited), skipped")
-            return
-        seen_dirs.add(key)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as err:
-            problems.append(f"{d}: {err.strerror or err}")
-            return
-        for e in entries:
-            p = Path(e.path)
-            try:
-                is_dir = e.is_dir(follow_symlinks=True)
-                is_file = e.is_file(follow_symlinks=True)
-            except OSError as err:
-                problems.append(f"{p}: {err.strerror or err}")
-                continue
-            if is_dir:
-                walk(p)
-            elif is_file and p.suffix.lower() in exts:
-                files.add(p.absolute())
-            elif e.is_symlink() and not p.exists():
-                problems.append(f"{p}: broken symlink")
-
-    for inp in inputs:
-        p = Path(inp)
-        if p.is_dir():
-            walk(p)
-        elif p.is_file():
-            files.add(p.absolute())
-        else:
-            problems.append(f"{p}: no such file or folder")
-    return sorted(files), problems
 
 
 class EngineEncoder:
@@ -103,15 +48,42 @@ class EngineEncoder:
         return self.engines["audio"].run({"wave": np.ascontiguousarray(wave[None], np.float32)})["features"][0]
 
 
+class IndexSink:
+    """The ``embed`` sink: pooled features → the video heads → index rows, committed as one
+    shard every ``flush_every`` videos (a shard and its videos are one transaction)."""
+
+    def __init__(self, index: Index, bundle: Bundle, heads: Engine, flush_every: int, batch_size: int) -> None:
+        self.index, self.config, self.heads = index, bundle.config, heads
+        self.flush_every, self.batch_size = flush_every, batch_size
+        self.paired = sorted({f for s in self.config.spaces for f in s.paired})
+        self.pending: list[tuple[VideoRecord, dict[str, np.ndarray]]] = []
+
+    def add(self, job: Job, result: VideoResult) -> int:
+        duration = result.stats.duration if result.stats else None
+        self.pending.append((job.record("ok", duration), result.features))
+        return self.flush() if len(self.pending) >= self.flush_every else 0
+
+    def flush(self) -> int:
+        if not self.pending:
+            return 0
+        config, pending = self.config, self.pending
+        feats = {f: np.stack([p[1].get(f, np.zeros(config.feature_dims[f], np.float32)) for p in pending]).astype(np.float32)
+                 for f in config.features}
+        inputs = {**feats, **{f"{f}_mask": np.array([f in p[1] for p in pending]) for f in self.paired}}
+        parts = []
+        for a in range(0, len(pending), self.batch_size):  # within the engine's batch limits (TensorRT profiles)
+            out = self.heads.run({name: v[a : a + self.batch_size] for name, v in inputs.items()})
+            parts.append(np.concatenate([out[f"video_{s.name}"] for s in config.spaces], axis=1))
+        self.index.add_shard(np.concatenate(parts), [p[0] for p in pending])
+        self.pending = []
+        return len(pending)
+
+
 @dataclass
 class EmbedSummary:
-    embedded: int = 0
-    skipped: int = 0
-    failed: dict[str, str] = field(default_factory=dict)  # path → reason
+    run: RunSummary  # what the collection pipeline did
     pruned: int = 0
     problems: list[str] = field(default_factory=list)  # scan problems
-    frames: int = 0
-    seconds: float = 0.0
     engines: list[str] = field(default_factory=list)  # which backend runs each graph, and why
     messages: list[str] = field(default_factory=list)
 
@@ -123,7 +95,7 @@ def index_settings(bundle: Bundle, sampling: Sampling, dtype: str) -> dict[str, 
         graph = STREAM_GRAPH[stream]
         try:
             backbones[graph] = sorted(graph_entry(bundle.path, graph)["files"].values())[0]
-        except Exception:  # noqa: BLE001 - reported by open_engine with the command that fixes it
+        except BundleError:  # not exported: open_engine reports it with the command that fixes it
             backbones[graph] = None
     return {"model": bundle.fingerprint, "layout": [[s.name, bundle.config.embed_dim] for s in bundle.config.spaces],
             "sampling": sampling.to_json(), "backbones": backbones, "dtype": dtype}
@@ -135,16 +107,12 @@ def embed(
     model: Path,
     backend: str = "auto",
     device: str = "auto",
-    sampling: Sampling = Sampling(),
-    workers: int = 2,
-    time_limit: float = 600.0,
-    batch_size: int = 16,
+    options: Options = Options(),
     flush_every: int = 64,
     dtype: str = "float32",
     extensions: Iterable[str] = VIDEO_EXTENSIONS,
     prune: bool = False,
-    on_start: Callable[[int, int], None] | None = None,
-    on_result: Callable[[VideoResult], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> EmbedSummary:
     """Embed every video under ``inputs`` into the index at ``index_dir``.
 
@@ -153,115 +121,63 @@ def embed(
         index_dir: The index (created if absent).
         model: The model bundle; its backbone graphs must be exported (``jemc-infer export``).
         backend, device: Engine choice (``jemc_infer.engines.open_engine``).
-        sampling: Sampling settings (part of the index's identity).
-        workers: Decoder processes. ``time_limit``: seconds of decoding per file.
-        batch_size: Frames per object-backbone call (clips: a quarter of it).
+        options: Sampling (part of the index's identity), decoder workers and time limit, batch
+            sizes (``frame_batch`` frames per object-backbone call, also the video heads' batch).
         flush_every: Commit a shard every this many embedded videos.
         dtype: ``float32`` or ``float16`` rows.
         extensions: Which files are videos.
         prune: Drop indexed videos whose files no longer exist.
-        on_start: Called with (videos to embed, videos skipped).
-        on_result: Called with each finished video.
+        on_event: Called with each progress event (``jemc_infer.collection.run``).
 
     Raises:
         InputError: Bad model or index (another model, another writer), nothing to scan.
         BackendUnavailableError: No engine can run a graph.
     """
     if dtype not in ("float32", "float16"):
-        raise InputError(f"--dtype | {dtype!r} | expected float32 or float16")
-    t0 = time.monotonic()
+        raise InputError(f"dtype | {dtype!r} | expected float32 or float16")
     bundle = read_bundle(model)
-    summary = EmbedSummary()
-    files, summary.problems = scan(inputs, extensions)
-    streams = list(bundle.config.features)
+    found = scan(inputs, extensions)
+    streams = tuple(bundle.config.features)
     engines: dict[str, Engine] = {}
+    summary = EmbedSummary(RunSummary(), problems=found.problems)
     try:
         for graph in [STREAM_GRAPH[s] for s in streams] + ["video"]:
             engines[graph], why = open_engine(bundle.path, graph, backend=backend, device=device)
             summary.engines.append(why)
-        for stream in streams:  # the backbones must feed the heads the widths they were trained on
-            out = engines[STREAM_GRAPH[stream]].spec.outputs[0].shape[-1]
-            if out != bundle.config.feature_dims[stream]:
-                raise InputError(f"{bundle.path} | {stream} backbone gives {out}-d features | expected "
-                                 f"{bundle.config.feature_dims[stream]}-d as the model was trained: train on features "
-                                 "from these backbones (jemc-infer features)")
+        _check_widths(bundle, engines)
         index_dir.mkdir(parents=True, exist_ok=True)
-        with Index.open(index_dir, index_settings(bundle, sampling, dtype), writer=True) as index:
+        with Index.open(index_dir, index_settings(bundle, options.sampling, dtype), writer=True) as index:
             summary.messages.extend(index.messages)
             index.set_model_path(bundle.path)
-            known = index.videos()
             if prune:
-                gone = [p for p in known if not (index_dir / p).exists()]
-                summary.pruned = index.prune(gone)
-            todo: list[tuple[Path, str, os.stat_result]] = []
-            for f in files:
-                rel = os.path.relpath(f, index_dir)
-                st = f.stat()
-                rec = known.get(rel)
-                if rec is not None and (rec[1], rec[2]) == (st.st_size, st.st_mtime_ns):
-                    summary.skipped += 1
-                    continue
-                if rec is not None and rec[3] is not None and rec[1] == st.st_size and rec[3] == content_hash(f):
-                    summary.skipped += 1  # touched, not changed
-                    continue
-                todo.append((f, rel, st))
-            if on_start is not None:
-                on_start(len(todo), summary.skipped)
-            _run(todo, index, bundle, engines, sampling, workers, time_limit, batch_size, flush_every, summary, on_result)
+                summary.pruned = index.prune([p for p in index.videos() if not (index_dir / p).exists()])
+            sink = IndexSink(index, bundle, engines["video"], flush_every, options.frame_batch)
+            summary.run = run_collection(found.files, index.jobs, sink, lambda: EngineEncoder(engines),
+                                         replace(options, streams=streams), on_event)
     finally:
         for e in engines.values():
             e.close()
-    summary.seconds = time.monotonic() - t0
     return summary
 
 
-def _run(todo: list[tuple[Path, str, os.stat_result]], index: Index, bundle: Bundle, engines: dict[str, Engine],
-         sampling: Sampling, workers: int, time_limit: float, batch_size: int, flush_every: int,
-         summary: EmbedSummary, on_result: Callable[[VideoResult], None] | None) -> None:
-    if not todo:
-        return
-    config = bundle.config
-    paired = sorted({f for s in config.spaces for f in s.paired})
-    pending: list[tuple[VideoRecord, dict[str, np.ndarray]]] = []
+def model_for_index(model: Path | None, index_dir: Path) -> Path:
+    """The bundle to embed with: ``model``, else ``$JEMC_MODEL``, else the one an existing index at
+    ``index_dir`` was built with, else the demo bundle.
 
-    def flush() -> None:
-        if not pending:
-            return
-        feats = {f: np.stack([p[1].get(f, np.zeros(config.feature_dims[f], np.float32)) for p in pending]).astype(np.float32)
-                 for f in config.features}
-        masks = {f"{f}_mask": np.array([f in p[1] for p in pending]) for f in paired}
-        inputs = {**feats, **masks}
-        parts = []
-        for a in range(0, len(pending), batch_size):  # within the engine's batch limits (TensorRT profiles)
-            out = engines["video"].run({name: v[a : a + batch_size] for name, v in inputs.items()})
-            parts.append(np.concatenate([out[f"video_{s.name}"] for s in config.spaces], axis=1))
-        rows = np.concatenate(parts)
-        index.add_shard(rows, [p[0] for p in pending])
-        pending.clear()
+    Raises:
+        InputError: None of these exists.
+    """
+    if model is None and (index_dir / MANIFEST).exists():
+        with Index.open(index_dir) as index:
+            return resolve_model(None, index)
+    return resolve_model(model)
 
-    encoder = EngineEncoder(engines)
-    streams = list(config.features)
-    paths = [t[0] for t in todo]
-    results = extract_features(paths, sampling, encoder, streams=streams, workers=workers, time_limit=time_limit,
-                               frame_batch=batch_size, clip_batch=max(1, batch_size // 4))
-    try:
-        for result in results:
-            f, rel, st = todo[result.index]
-            if result.ok:
-                rec = VideoRecord(rel, st.st_size, st.st_mtime_ns, content_hash(f), result.stats.duration if result.stats else None, "ok")
-                pending.append((rec, result.features))
-                summary.embedded += 1
-                summary.frames += result.stats.decoded_frames if result.stats else 0
-                if len(pending) >= flush_every:
-                    flush()
-            else:
-                rec = VideoRecord(rel, st.st_size, st.st_mtime_ns, None, None, "failed", result.reason)
-                index.record_failures([rec])
-                summary.failed[rel] = result.reason or ""
-            if on_result is not None:
-                on_result(result)
-    except KeyboardInterrupt:  # Ctrl-C: keep what is finished (a kill -9 loses at most flush_every videos)
-        results.close()  # stops the decoder workers
-        flush()
-        raise
-    flush()
+
+def _check_widths(bundle: Bundle, engines: dict[str, Engine]) -> None:
+    """The backbones must feed the heads the widths they were trained on."""
+    for stream in bundle.config.features:
+        out = engines[STREAM_GRAPH[stream]].spec.outputs[0].shape[-1]
+        if out != bundle.config.feature_dims[stream]:
+            raise InputError(f"{bundle.path} | {stream} backbone gives {out}-d features | expected "
+                             f"{bundle.config.feature_dims[stream]}-d as the model was trained: train on features "
+                             "from these backbones (jemc-infer features)")

@@ -19,6 +19,11 @@ class InputShapeError(InputError):
     """An array has the wrong shape or dtype."""
 
 
+class SettingsMismatchError(InputError):
+    """A store (an index, a feature work folder) holds results made with other settings; the CLI
+    adds the flag that starts a new one."""
+
+
 class BundleError(JemcError):
     """A model bundle is missing, malformed, or does not match its own manifest."""
 

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 rm -rf .whl && mkdir .whl
+rm -rf build ./*.egg-info  # setuptools packs whatever build/lib holds: never let a stale file in
 "$PY" -m pip wheel --no-deps -q -w .whl .
 pins=$(grep -iE '^(av|onnxconverter-common)==' constraints.txt)
 # shellcheck disable=SC2086 - one argument per pin

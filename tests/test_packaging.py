@@ -134,7 +134,7 @@ def _main_job(cli: list[str | Path], videos: Path, index: Path, model: Path, cwd
 def _rows(index: Path) -> dict[str, np.ndarray]:
     with Index.open(index) as ix:
         where = {int(i): (s, r) for s in ix.shards() for r, i in enumerate(s.ids) if i >= 0}
-        return {path: np.array(where[v[0]][0].rows[where[v[0]][1]]) for path, v in ix.videos().items() if v[0] in where}
+        return {path: np.array(where[v.id][0].rows[where[v.id][1]]) for path, v in ix.videos().items() if v.id in where}
 
 
 @pytest.fixture(scope="module")

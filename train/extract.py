@@ -1,10 +1,11 @@
 """``jemc-infer features``: a folder of videos + annotations → a feature dataset, resumably.
 
-Per-video results go to an SQLite status file in ``<out>.work/`` as each video finishes (its
-features, or the reason it failed), so a killed run loses at most the videos in flight and a rerun
-skips every finished one. When all are done, the feature dataset is written (atomically) from it:
-videos that failed or have no file get zero features with mask False, and videos without sound
-get a False audio mask.
+Configuration plus a sink over the collection pipeline (``jemc_infer.collection``): the job store
+and each finished video's features live in ``<out>.work/status.sqlite`` (one writer at a time),
+committed as each video finishes, so a killed run loses at most the videos in flight and a rerun
+skips every finished one. When all are done, the feature dataset is written (atomically) from
+it: videos that failed or have no file get zero features with mask False, and videos without
+sound get a False audio mask.
 """
 
 from __future__ import annotations
@@ -12,21 +13,28 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jemc_infer.collection import Event, Job, JobStore, Options, run_collection, scan
+from jemc_infer.collection.lock import WriterLock
 from jemc_infer.errors import InputError
 from jemc_infer.train.data import FeatureDataset, write_dataset
 from jemc_infer.train.formats import Annotations
-from jemc_infer.video.pipeline import STREAMS, VideoResult, extract_features
+from jemc_infer.video.pipeline import STREAMS, FeatureEncoder, VideoResult
 from jemc_infer.video.sampling import Sampling
 
 STATUS_FILE = "status.sqlite"
-VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "wmv", "3gp", "ts", "ogv")
+WORK_FORMAT = "jemc-features-work/2"
+_RESULTS = """
+CREATE TABLE IF NOT EXISTS results (
+    path TEXT PRIMARY KEY, frames INTEGER, clips INTEGER, has_audio INTEGER, warnings TEXT,
+    resnet BLOB, i3d BLOB, audio BLOB);
+"""
 
 
 def work_dir_for(out: Path) -> Path:
@@ -34,82 +42,93 @@ def work_dir_for(out: Path) -> Path:
     return out.with_name(out.name + ".work")
 
 
-def find_videos(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dict[str, Path]:
-    """Video files below ``root`` (recursively), by file stem.
+def videos_by_stem(root: Path) -> dict[str, Path]:
+    """Video files below ``root`` (the collection scan), by file stem: a dataset's video ids.
 
     Raises:
         InputError: If ``root`` is not a directory, or two files share a stem.
     """
     if not root.is_dir():
         raise InputError(f"{root} | not a directory | expected a folder of videos")
-    exts = {"." + e.lower().lstrip(".") for e in extensions}
     found: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in exts and p.is_file():
-            if p.stem in found:
-                raise InputError(f"{p} | same name as {found[p.stem]} | expected one file per video id")
-            found[p.stem] = p
+    for p in scan([root]).files:
+        if p.stem in found:
+            raise InputError(f"{p} | same name as {found[p.stem]} | expected one file per video id")
+        found[p.stem] = p
     return found
 
 
-class StatusDB:
-    """The per-video status record (SQLite): one row per video, committed as each finishes."""
+class FeatureStore:
+    """``<out>.work/``: the run's job store and each finished video's features, under a writer lock."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript("""
-            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS videos (
-                id TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER, mtime_ns INTEGER,
-                status TEXT NOT NULL CHECK (status IN ('ok', 'failed')), reason TEXT,
-                duration REAL, frames INTEGER, clips INTEGER, has_audio INTEGER, warnings TEXT,
-                resnet BLOB, i3d BLOB, audio BLOB, updated REAL NOT NULL);
-        """)
+    def __init__(self, work: Path, restart: bool = False) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.lock = WriterLock(work / "lock")
+        try:
+            if restart:
+                for name in (STATUS_FILE, STATUS_FILE + "-wal", STATUS_FILE + "-shm"):
+                    (work / name).unlink(missing_ok=True)
+            self.db = sqlite3.connect(work / STATUS_FILE)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            _check_format(self.db, work)
+            self.jobs = JobStore(self.db, work)
+            self.db.executescript(_RESULTS)
+        except BaseException:
+            self.lock.release()
+            raise
 
-    def check_meta(self, meta: dict[str, Any], where: Path) -> None:
-        """Record settings not seen before; refuse a run whose recorded settings differ."""
-        rows = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        new = {k: json.dumps(v, sort_keys=True) for k, v in meta.items()}
-        diff = sorted(k for k in new if k in rows and rows[k] != new[k])
-        if not diff:
-            with self.db:
-                self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", new.items())
-            return
-        if diff:
-            raise InputError(f"{where} | features made with other settings ({', '.join(diff)}) | expected the same settings "
-                             "to resume; pass --restart to start over or choose another --out")
-
-    def meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
-
-    def known(self) -> dict[str, tuple[int, int, str]]:
-        """id → (size, mtime_ns, status) of every recorded video."""
-        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT id, size, mtime_ns, status FROM videos")}
-
-    def record(self, vid: str, path: Path, result: VideoResult) -> None:
-        st = path.stat()
-        blobs = [np.asarray(result.features[k], np.float32).tobytes() if k in result.features else None for k in STREAMS]
+    def add(self, job: Job, result: VideoResult) -> None:
+        """Commit one finished video: its job record and its features, in one transaction."""
         stats, info = result.stats, result.info
+        blobs = [np.asarray(result.features[k], np.float32).tobytes() if k in result.features else None for k in STREAMS]
         with self.db:
-            self.db.execute(
-                "INSERT OR REPLACE INTO videos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (vid, str(path), st.st_size, st.st_mtime_ns, "ok" if result.ok else "failed", result.reason,
-                 stats.duration if stats else None, stats.object_frames if stats else None, stats.clips if stats else None,
-                 int(bool(info and info.has_audio and "audio" in result.features)),
-                 json.dumps(stats.warnings) if stats and stats.warnings else None, *blobs, time.time()))
+            self.jobs.upsert(job.record("ok", stats.duration if stats else None))
+            self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (job.key, stats.object_frames if stats else None, stats.clips if stats else None,
+                             int(bool(info and info.has_audio and "audio" in result.features)),
+                             json.dumps(stats.warnings) if stats and stats.warnings else None, *blobs))
 
     def results(self) -> dict[str, tuple[str, str | None, dict[str, np.ndarray]]]:
-        """id → (status, reason, features)."""
+        """path (relative to the work folder) → (status, reason, features) of every recorded video."""
         out = {}
-        for vid, status, reason, *blobs in self.db.execute("SELECT id, status, reason, resnet, i3d, audio FROM videos"):
+        rows = self.db.execute("SELECT v.path, v.status, v.reason, r.resnet, r.i3d, r.audio FROM videos v "
+                               "LEFT JOIN results r ON r.path = v.path")
+        for path, status, reason, *blobs in rows:
             feats = {k: np.frombuffer(b, np.float32) for k, b in zip(STREAMS, blobs, strict=True) if b is not None}
-            out[vid] = (status, reason, feats)
+            out[path] = (status, reason, feats if status == "ok" else {})
         return out
 
     def close(self) -> None:
         self.db.close()
+        self.lock.release()
+
+
+def _check_format(db: sqlite3.Connection, work: Path) -> None:
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" in tables:
+        row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        if row is None or row[0] != WORK_FORMAT:
+            raise InputError(f"{work / STATUS_FILE} | made by another version of jemc-infer ({row[0] if row else 'no format'}) | "
+                             f"expected {WORK_FORMAT}: restart the extraction (its earlier results cannot be reused)")
+        return
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+    with db:
+        db.execute("INSERT INTO meta VALUES ('format', ?)", (WORK_FORMAT,))
+
+
+class DatasetSink:
+    """The ``features`` sink: each finished video is committed to the feature store at once."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    def add(self, job: Job, result: VideoResult) -> int:
+        self.store.add(job, result)
+        return 1
+
+    def flush(self) -> int:
+        return 0
 
 
 @dataclass
@@ -126,17 +145,11 @@ def extract_dataset(
     videos_dir: Path,
     annotations: Annotations,
     out: Path,
-    encoder_factory: Callable[[], Any],
+    encoder_factory: Callable[[], FeatureEncoder],
     meta: dict[str, Any],
-    sampling: Sampling = Sampling(),
-    workers: int = 1,
-    time_limit: float = 600.0,
-    frame_batch: int = 32,
-    clip_batch: int = 4,
-    retry_failed: bool = False,
+    options: Options = Options(workers=1, frame_batch=32, clip_batch=4),
     restart: bool = False,
-    on_start: Callable[[int, int], None] | None = None,
-    on_result: Callable[[VideoResult, int], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> ExtractSummary:
     """Extract features for every annotated video found in ``videos_dir`` and write the dataset.
 
@@ -147,18 +160,17 @@ def extract_dataset(
         encoder_factory: Builds the backbones (called only if some video needs extracting).
         meta: What was asked for (weights folder, random-init, backbone kind): a rerun must match.
             The backbones' files and hashes (``encoder.provenance``) are checked and recorded too.
-        sampling: Sampling settings.
-        workers: Decoder processes. ``time_limit`` seconds of decoding per file.
-        frame_batch: Frames per object-backbone batch. ``clip_batch`` likewise.
-        retry_failed: Also redo videos that failed in an earlier run.
+        options: Sampling (a rerun must match), workers, time limit, batch sizes, ``retry_failed``
+            (also redo videos that failed in an earlier run).
         restart: Forget earlier runs' results.
-        on_start: Called with the number of videos to extract and the number already done.
-        on_result: Called with each finished video and the number of frames it decoded.
+        on_event: Called with each progress event (``jemc_infer.collection.run``).
 
     Raises:
-        InputError: No annotated video has a file, or an earlier run used other settings.
+        InputError: No annotated video has a file, another run is writing ``out``.
+        SettingsMismatchError: An earlier run used other settings.
     """
-    files = find_videos(videos_dir)
+    start = time.monotonic()
+    files = videos_by_stem(videos_dir)
     by_id = {annotations.aliases.get(stem, stem): p for stem, p in files.items()}
     present = [v for v in annotations.videos if v in by_id]
     missing = [v for v in annotations.videos if v not in by_id]
@@ -166,42 +178,26 @@ def extract_dataset(
         example = next(iter(files), None)
         raise InputError(f"{videos_dir} | no file named after an annotated video (e.g. {annotations.videos[0]!r}; "
                          f"found {len(files)} videos{', e.g. ' + repr(example) if example else ''}) | expected <video id>.<ext> files")
-    work = work_dir_for(out)
-    if restart and (work / STATUS_FILE).exists():
-        for name in (STATUS_FILE, STATUS_FILE + "-wal", STATUS_FILE + "-shm"):
-            (work / name).unlink(missing_ok=True)
-    db = StatusDB(work / STATUS_FILE)
-    start = time.monotonic()
+    store = FeatureStore(work_dir_for(out), restart)
     try:
-        db.check_meta({**meta, "sampling": sampling.to_json()}, work)
-        known = db.known()
+        remedy = "restart the extraction, or write the dataset somewhere else"
+        store.jobs.check_settings({**meta, "sampling": options.sampling.to_json()}, "features", remedy)
 
-        def finished(vid: str) -> bool:
-            if vid not in known:
-                return False
-            st = by_id[vid].stat()
-            size, mtime, status = known[vid]
-            return (size, mtime) == (st.st_size, st.st_mtime_ns) and (status == "ok" or not retry_failed)
-
-        todo = [v for v in present if not finished(v)]
-        if on_start is not None:
-            on_start(len(todo), len(present) - len(todo))
-        if todo:
-            encoder = encoder_factory()
+        def encoder() -> FeatureEncoder:
+            enc = encoder_factory()
             # the weight files' hashes: a rerun with other weights must not mix features
-            db.check_meta({"backbones": getattr(encoder, "provenance", None)}, work)
-            for result in extract_features([by_id[v] for v in todo], sampling, encoder, workers=workers,
-                                           time_limit=time_limit, frame_batch=frame_batch, clip_batch=clip_batch):
-                db.record(todo[result.index], by_id[todo[result.index]], result)
-                if on_result is not None:
-                    on_result(result, result.stats.decoded_frames if result.stats else 0)
-        results = db.results()
-        recorded = db.meta()
+            store.jobs.check_settings({"backbones": getattr(enc, "provenance", None)}, "features", remedy)
+            return enc
+
+        run = run_collection([by_id[v] for v in present], store.jobs, DatasetSink(store), encoder, options, on_event)
+        recorded_results = store.results()
+        results = {v: recorded_results.get(store.jobs.key(p), ("missing", None, {})) for v, p in by_id.items()}
+        recorded = store.jobs.settings() or {}
     finally:
-        db.close()
-    dataset = _write(out, annotations, results, sampling, recorded, videos_dir, missing)
-    failed = {v: r[1] or "" for v, r in results.items() if r[0] == "failed" and v in by_id}
-    return ExtractSummary(dataset, len(todo), len(present) - len(todo), failed, missing, time.monotonic() - start)
+        store.close()
+    dataset = _write(out, annotations, results, options.sampling, recorded, videos_dir, missing)
+    failed = {v: r[1] or "" for v, r in results.items() if r[0] == "failed"}
+    return ExtractSummary(dataset, run.done + len(run.failed), run.skipped, failed, missing, time.monotonic() - start)
 
 
 def _write(out: Path, ann: Annotations, results: dict, sampling: Sampling, meta: dict[str, Any],

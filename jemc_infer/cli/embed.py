@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, handle_errors
+from jemc_infer.cli._common import echo_err, fail, handle_errors
+from jemc_infer.cli._progress import EXIT_SOME_FAILED, Progress, exit_for
+from jemc_infer.collection.scan import VIDEO_EXTENSIONS
+from jemc_infer.errors import SettingsMismatchError
 
 app = typer.Typer()
 
-EXIT_SOME_FAILED = 3
 DEFAULT_INDEX = Path("jemc-index")
 
 
@@ -31,8 +32,7 @@ def embed(
     time_limit: Annotated[float, typer.Option(min=1.0, help="Seconds of decoding per file before it is stopped.")] = 600.0,
     flush_every: Annotated[int, typer.Option(min=1, help="Commit to the index every N embedded videos.")] = 64,
     dtype: Annotated[str, typer.Option(help="Row precision: float32 or float16 (half the size).")] = "float32",
-    extensions: Annotated[str, typer.Option(help="Comma-separated video file extensions.")] = ",".join(
-        ("mp4", "mkv", "webm", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "wmv", "3gp", "ts", "ogv")),
+    extensions: Annotated[str, typer.Option(help="Comma-separated video file extensions.")] = ",".join(VIDEO_EXTENSIONS),
     prune: Annotated[bool, typer.Option("--prune", help="Drop indexed videos whose files are gone.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -42,53 +42,31 @@ def embed(
     Safe to interrupt: rerunning continues where it stopped; a broken or hung file is recorded
     with its reason and the rest are embedded.
     """
+    from jemc_infer.collection import Options
     from jemc_infer.embed import embed as run_embed
-    progress, task, t0, counts = None, None, time.monotonic(), {"done": 0, "frames": 0, "failed": 0}
-    if not quiet and not as_json:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from jemc_infer.embed import model_for_index
 
-        progress = Progress(TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                            TimeRemainingColumn(), console=Console(stderr=True))
-
-    def on_start(todo: int, skipped: int) -> None:
-        nonlocal task
-        if skipped:
-            echo_err(f"{skipped} videos already in the index unchanged: skipped")
-        if progress is not None and todo:
-            progress.start()
-            task = progress.add_task("embed", total=todo, rate="")
-
-    def on_result(result) -> None:  # noqa: ANN001
-        counts["done"] += 1
-        counts["frames"] += result.stats.decoded_frames if result.stats else 0
-        counts["failed"] += not result.ok
-        if progress is not None and task is not None:
-            dt = max(time.monotonic() - t0, 1e-9)
-            progress.update(task, advance=1, rate=f"{counts['done'] / dt:.2f} videos/s  {counts['frames'] / dt:.0f} frames/s  "
-                                                 f"{counts['failed']} failed")
-            if not result.ok:
-                progress.console.print(f"failed: {result.path}: {result.reason}", markup=False, highlight=False)
-
+    options = Options(workers=workers, time_limit=time_limit, frame_batch=batch_size, clip_batch=max(1, batch_size // 4))
+    skipped = lambda todo, done: f"{done} videos already in the index unchanged: skipped" if done else None  # noqa: E731
     try:
-        s = run_embed(videos, index, _model(model, index), backend=backend, device=device, workers=workers,
-                      time_limit=time_limit, batch_size=batch_size, flush_every=flush_every, dtype=dtype,
-                      extensions=[e for e in extensions.split(",") if e], prune=prune, on_start=on_start, on_result=on_result)
-    finally:
-        if progress is not None:
-            progress.stop()
+        with Progress("embed", show_bar=not quiet and not as_json, show_failures=not as_json, on_planned=skipped) as progress:
+            s = run_embed(videos, index, model_for_index(model, index), backend=backend, device=device, options=options,
+                          flush_every=flush_every, dtype=dtype, extensions=[e for e in extensions.split(",") if e], prune=prune,
+                          on_event=progress)
+    except SettingsMismatchError as err:
+        raise fail(f"{err} (jemc-infer embed ... --index NEW_DIR)") from None
+    r = s.run
     if as_json:
-        typer.echo(json.dumps({"index": str(index), "embedded": s.embedded, "skipped": s.skipped, "failed": s.failed,
-                               "pruned": s.pruned, "problems": s.problems, "frames": s.frames, "seconds": round(s.seconds, 2),
+        typer.echo(json.dumps({"index": str(index), "embedded": r.done, "skipped": r.skipped, "failed": r.failed,
+                               "pruned": s.pruned, "problems": s.problems, "frames": r.frames, "seconds": round(r.seconds, 2),
                                "engines": s.engines, "messages": s.messages}))
     else:
         for line in s.messages + _grouped(s.engines) + s.problems:
             echo_err(line)
-        rate = f", {s.embedded / s.seconds:.2f} videos/s, {s.frames / s.seconds:.0f} frames/s" if s.embedded else ""
-        typer.echo(f"{index}: {s.embedded} embedded, {s.skipped} unchanged, {len(s.failed)} failed, {s.pruned} pruned "
-                   f"in {s.seconds:.1f} s{rate}")
-    if s.failed:
-        raise typer.Exit(code=EXIT_SOME_FAILED)
+        rate = f", {r.done / r.seconds:.2f} videos/s, {r.frames / r.seconds:.0f} frames/s" if r.done else ""
+        typer.echo(f"{index}: {r.done} embedded, {r.skipped} unchanged, {len(r.failed)} failed, {s.pruned} pruned "
+                   f"in {r.seconds:.1f} s{rate}")
+    exit_for(len(r.failed))
 
 
 def _grouped(engines: list[str]) -> list[str]:
@@ -98,14 +76,3 @@ def _grouped(engines: list[str]) -> list[str]:
         graph, _, why = line.partition(": ")
         groups.setdefault(why, []).append(graph)
     return [f"{', '.join(graphs)}: {why}" for why, graphs in groups.items()]
-
-
-def _model(model: Path | None, index: Path) -> Path:
-    """--model, else $JEMC_MODEL, else the model an existing index was built with, else the demo bundle."""
-    from jemc_infer.index.store import MANIFEST, Index
-    from jemc_infer.query import resolve_model
-
-    if model is None and (index / MANIFEST).exists():
-        with Index.open(index) as ix:
-            return resolve_model(None, ix)
-    return resolve_model(model)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from jemc_infer.cli._common import echo_err, fail, handle_errors
+from jemc_infer.cli._progress import EXIT_SOME_FAILED, Progress, exit_for
+from jemc_infer.errors import InputError, SettingsMismatchError
 
 app = typer.Typer()
-
-EXIT_SOME_FAILED = 3
 
 
 def _annotations(captions: list[Path], msvd_mapping: Path | None, msvd_split: str):  # noqa: ANN202
@@ -22,15 +21,14 @@ def _annotations(captions: list[Path], msvd_mapping: Path | None, msvd_split: st
     if kinds == {".json"}:
         return load_msrvtt(*captions)
     if len(captions) == 1 and kinds == {".txt"}:
-        try:
-            sizes = [int(x) for x in msvd_split.split(",")]
-            assert len(sizes) == 3
-        except (ValueError, AssertionError):
-            raise fail(f"--msvd-split | {msvd_split!r} | expected three counts like 1200,100,670") from None
+        parts = msvd_split.split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise InputError(f"--msvd-split | {msvd_split!r} | expected three counts like 1200,100,670")
+        sizes = [int(p) for p in parts]
         return load_msvd(captions[0], msvd_mapping, sizes)
     if len(captions) == 1 and kinds == {".jsonl"}:
         return load_captions_jsonl(captions[0])
-    raise fail(f"--captions | {[str(p) for p in captions]} | expected MSR-VTT videodatainfo .json file(s), "
+    raise InputError(f"--captions | {[str(p) for p in captions]} | expected MSR-VTT videodatainfo .json file(s), "
                "one MSVD caption list .txt, or one .jsonl of {video, text, split}")
 
 
@@ -64,53 +62,27 @@ def features(
     Rerunning skips the videos already done (resume after a crash or Ctrl-C); a file that hangs
     or is broken is recorded with its reason and the run goes on.
     """
+    from jemc_infer.collection import Options
     from jemc_infer.nn.backbones import load_backbones
     from jemc_infer.train.extract import extract_dataset, work_dir_for
     from jemc_infer.video.sampling import Sampling
 
     sampling = Sampling(frame_rate=frame_rate, num_frames=num_frames, clip_stride=clip_stride)
+    options = Options(sampling=sampling, workers=workers, time_limit=time_limit, frame_batch=frame_batch, clip_batch=clip_batch,
+                      retry_failed=retry_failed)
     ann = _annotations(captions, msvd_mapping, msvd_split)
+
     def encoder():  # noqa: ANN202 - built only if something needs extracting
         return load_backbones(weights, random_init=random_init, device=device, activity=activity)
 
     # the request, for the resume check (the weight files' hashes are checked once loaded)
     meta = {"random_init": random_init, "activity": activity, "weights": str(weights) if weights else None}
-    progress, task, t0, counts = None, None, time.monotonic(), {"frames": 0, "failed": 0, "done": 0}
-    if not quiet:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(TextColumn("features"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                            TimeRemainingColumn(), console=Console(stderr=True))
-
-    def on_result(result, frames: int) -> None:  # noqa: ANN001
-        counts["done"] += 1
-        counts["frames"] += frames
-        counts["failed"] += not result.ok
-        if not result.ok and quiet:
-            echo_err(f"failed: {result.path}: {result.reason}")
-        if progress is not None:
-            dt = max(time.monotonic() - t0, 1e-9)
-            progress.update(task, advance=1, rate=f"{counts['done'] / dt:.2f} videos/s  {counts['frames'] / dt:.0f} frames/s  "
-                                                 f"{counts['failed']} failed")
-            if not result.ok:
-                progress.console.print(f"failed: {result.path}: {result.reason}", markup=False, highlight=False)
-
-    def on_start(todo: int, done: int) -> None:
-        nonlocal task
-        if done:
-            echo_err(f"resuming: {done} videos done in earlier runs, {todo} to go")
-        if progress is not None:
-            progress.start()
-            task = progress.add_task("features", total=todo, rate="")
-
+    resuming = lambda todo, done: f"resuming: {done} videos done in earlier runs, {todo} to go" if done else None  # noqa: E731
     try:
-        summary = extract_dataset(videos, ann, out, encoder, meta, sampling=sampling, workers=workers, time_limit=time_limit,
-                                  frame_batch=frame_batch, clip_batch=clip_batch, retry_failed=retry_failed, restart=restart,
-                                  on_start=on_start, on_result=on_result)
-    finally:
-        if progress is not None:
-            progress.stop()
+        with Progress("features", show_bar=not quiet, on_planned=resuming) as progress:
+            summary = extract_dataset(videos, ann, out, encoder, meta, options=options, restart=restart, on_event=progress)
+    except SettingsMismatchError as err:
+        raise fail(f"{err} (--restart, or another --out)") from None
     ds = summary.dataset
     dims = ", ".join(f"{k} {d}-d ({int(ds.masks[k].sum())} present)" for k, d in ds.feature_dims.items())
     typer.echo(f"{ds.path}: {len(ds.videos)} videos, {summary.extracted} extracted now, {summary.skipped} from earlier runs; "
@@ -120,4 +92,4 @@ def features(
         echo_err(f"{len(summary.missing)} annotated videos have no file in {videos} (e.g. {summary.missing[0]}): zero features, masked")
     if summary.failed:
         echo_err(f"{len(summary.failed)} videos failed; reasons in {work_dir_for(out) / 'status.sqlite'} (table videos)")
-        raise typer.Exit(code=EXIT_SOME_FAILED)
+    exit_for(len(summary.failed))

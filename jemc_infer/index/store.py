@@ -19,23 +19,21 @@ points at its new row; its old row is dead and never returned.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import hashlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jemc_infer.atomic import fsync_dir
-from jemc_infer.errors import IndexCorruptError, InputError
+from jemc_infer.collection.faults import crash_point
+from jemc_infer.collection.jobs import JobStore, VideoRecord
+from jemc_infer.collection.lock import WriterLock
+from jemc_infer.errors import IndexCorruptError, InputError, SettingsMismatchError
 from jemc_infer.index.source import Shard
 
 INDEX_FORMAT = "jemc-index/1"
@@ -61,37 +59,12 @@ CREATE TRIGGER IF NOT EXISTS row_deleted AFTER DELETE ON videos WHEN OLD.shard I
 """
 
 
-def content_hash(path: Path, block: int = 1 << 20) -> str:
-    """sha256 of the size and the first, middle and last MiB: cheap on multi-GB videos, and it
-    tells an edited file from an untouched one whose mtime changed."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        for offset in sorted({0, max(0, size // 2 - block // 2), max(0, size - block)}):
-            f.seek(offset)
-            h.update(f.read(block))
-    return h.hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class VideoRecord:
-    """One video's manifest row (``shard``/``row`` are None for a failure)."""
-
-    path: str  # relative to the index directory
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    duration: float | None
-    status: str  # "ok" or "failed"
-    reason: str | None = None
-
-
 class Index:
     """An open index. Use :meth:`open`; close it (or use ``with``) to release the writer lock."""
 
-    def __init__(self, path: Path, db: sqlite3.Connection, settings: dict[str, Any], lock_fd: int | None) -> None:
-        self.path, self.db, self.settings, self._lock_fd = path, db, settings, lock_fd
+    def __init__(self, path: Path, db: sqlite3.Connection, settings: dict[str, Any], lock: WriterLock | None) -> None:
+        self.path, self.db, self.settings, self._lock = path, db, settings, lock
+        self.jobs = JobStore(db, path, result_columns=("shard", "row"))  # the videos, their identity and status
         self.messages: list[str] = []
 
     # -- opening -----------------------------------------------------------------------------
@@ -115,10 +88,10 @@ class Index:
         db_path = path / MANIFEST
         if not db_path.exists() and not (writer and settings is not None):
             raise InputError(f"{path} | no index here ({MANIFEST} missing) | expected an index made by `jemc-infer embed VIDEOS --index {path}`")
-        lock_fd = None
+        lock = None
         if writer:
             (path / SHARDS).mkdir(parents=True, exist_ok=True)
-            lock_fd = _acquire_lock(path / LOCK)
+            lock = WriterLock(path / LOCK)
         try:
             db = sqlite3.connect(db_path, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
@@ -126,31 +99,29 @@ class Index:
             db.executescript(_SCHEMA)
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as err:
-            _release_lock(lock_fd)
+            _release(lock)
             raise IndexCorruptError(f"{db_path} | unreadable ({err}) | expected an SQLite index manifest") from None
         if not meta:
             if not writer or settings is None:
-                _release_lock(lock_fd)
+                _release(lock)
                 raise InputError(f"{path} | empty index | expected one made by `jemc-infer embed`")
-            with db:
+            with db:  # one transaction: an index has its format and settings, or is empty
                 db.executemany("INSERT INTO meta VALUES (?, ?)",
                                [("format", INDEX_FORMAT), ("settings", json.dumps(settings, sort_keys=True))])
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("format") != INDEX_FORMAT:
-            _release_lock(lock_fd)
+            _release(lock)
             raise IndexCorruptError(f"{db_path} | format {meta.get('format')!r} | expected {INDEX_FORMAT!r}")
         stored = json.loads(meta["settings"])
         if settings is not None:
-            settings = json.loads(json.dumps(settings, sort_keys=True))
-            diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
-            if diff:
-                _release_lock(lock_fd)
-                raise InputError(
-                    f"{path} | holds embeddings made with other {', '.join(diff)} ({_describe(stored, diff)}) | expected the "
-                    f"same model and sampling ({_describe(settings, diff)}): start a new index with --index NEW_DIR")
-        index = cls(path, db, stored, lock_fd)
-        if lock_fd is not None:
-            index.messages.extend(_LOCK_MESSAGES.pop(str(path / LOCK), []))
+            try:
+                stored = JobStore(db, path).check_settings(settings, "embeddings", "start a new index in another directory")
+            except SettingsMismatchError:
+                _release(lock)
+                raise
+        index = cls(path, db, stored, lock)
+        if lock is not None:
+            index.messages.extend(lock.messages)
             index._clean_orphans()
         return index
 
@@ -159,8 +130,8 @@ class Index:
         if self.db is not None:
             self.db.close()
             self.db = None  # type: ignore[assignment]
-        _release_lock(self._lock_fd, self.path / LOCK)
-        self._lock_fd = None
+        _release(self._lock)
+        self._lock = None
 
     def __enter__(self) -> Index:
         return self
@@ -200,9 +171,9 @@ class Index:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model_path', ?)", (str(Path(path).resolve()),))
 
-    def videos(self) -> dict[str, tuple[int, int, int, str | None, str]]:
-        """path → (id, size, mtime_ns, content_hash, status)."""
-        return {r[0]: tuple(r[1:]) for r in self.db.execute("SELECT path, id, size, mtime_ns, content_hash, status FROM videos")}  # type: ignore[misc]
+    def videos(self) -> dict[str, VideoRecord]:
+        """path (relative to the index) → its record (``id`` is what search answers with)."""
+        return self.jobs.records()
 
     def describe(self, ids: np.ndarray) -> dict[int, tuple[str, float | None]]:
         """id → (path relative to the index, duration) for the given ids."""
@@ -245,7 +216,8 @@ class Index:
                 "shards": self.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]}
 
     def failures(self) -> list[tuple[str, str]]:
-        return list(self.db.execute("SELECT path, reason FROM videos WHERE status = 'failed' ORDER BY path"))
+        """(path, reason) of every video that failed, by path."""
+        return self.jobs.failures()
 
     # -- writing (writer only) -------------------------------------------------------------------
     def add_shard(self, rows: np.ndarray, records: list[VideoRecord]) -> None:
@@ -261,96 +233,30 @@ class Index:
             np.save(f, np.ascontiguousarray(rows, dtype=self.dtype), allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
+        crash_point("shard-written")
         os.replace(tmp, final)
         fsync_dir(final.parent)
-        now = time.time()
+        crash_point("shard-renamed")
         with self.db:  # one transaction: the shard and its videos appear together, or not at all
-            self.db.execute("INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?)", (next_id, rel, len(rows), self.dtype, now, b""))
-            for i, r in enumerate(records):
-                self._upsert(r, next_id, i, now)
-            ids = [self.db.execute("SELECT id FROM videos WHERE path = ?", (r.path,)).fetchone()[0] for r in records]
+            self.db.execute("INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?)", (next_id, rel, len(rows), self.dtype, time.time(), b""))
+            ids = [self.jobs.upsert(r, shard=next_id, row=i) for i, r in enumerate(records)]
             self.db.execute("UPDATE shards SET ids = ? WHERE id = ?", (np.asarray(ids, dtype="<i8").tobytes(), next_id))
 
     def record_failures(self, records: list[VideoRecord]) -> None:
         """Commit videos that failed (their reasons are what ``index status`` shows)."""
         self._check_writer()
-        now = time.time()
-        with self.db:
-            for r in records:
-                self._upsert(r, None, None, now)
+        self.jobs.record_failed(records)
 
     def prune(self, paths: list[str]) -> int:
         """Forget these videos (their rows become dead). Returns how many were removed."""
         self._check_writer()
-        with self.db:
-            return sum(self.db.execute("DELETE FROM videos WHERE path = ?", (p,)).rowcount for p in paths)
-
-    def _upsert(self, r: VideoRecord, shard: int | None, row: int | None, now: float) -> None:
-        self.db.execute(
-            "INSERT INTO videos (path, size, mtime_ns, content_hash, duration, status, reason, shard, row, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
-            "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, duration=excluded.duration, "
-            "status=excluded.status, reason=excluded.reason, shard=excluded.shard, row=excluded.row, updated=excluded.updated",
-            (r.path, r.size, r.mtime_ns, r.content_hash, r.duration, r.status, r.reason, shard, row, now))
+        return self.jobs.prune(paths)
 
     def _check_writer(self) -> None:
-        if self._lock_fd is None:
+        if self._lock is None:
             raise InputError(f"{self.path} | opened read-only | expected Index.open(..., writer=True) to write")
 
 
-def _describe(settings: dict[str, Any], keys: list[str]) -> str:
-    parts = []
-    for k in keys:
-        v = settings.get(k)
-        if k == "model" and isinstance(v, dict):
-            v = f"{v.get('path')} [{v.get('fingerprint')}]"
-        elif isinstance(v, dict):
-            v = json.dumps(v, sort_keys=True)[:80]
-        parts.append(f"{k}={v}")
-    return "; ".join(parts)
-
-
-# -- the writer lock: flock (released by the kernel if the holder dies) + the holder's pid ----------
-_LOCK_MESSAGES: dict[str, list[str]] = {}
-
-
-def _acquire_lock(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    previous = os.pread(fd, 200, 0).decode(errors="replace").split()
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        os.close(fd)
-        if err.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
-        holder = f"pid {previous[0]}" if previous else "another process"
-        raise InputError(f"{path.parent} | being written by {holder} | expected one writer at a time: wait for it to "
-                         "finish, or stop it (a killed writer's lock is taken over automatically)") from None
-    if previous and previous[0].isdigit() and int(previous[0]) != os.getpid():
-        alive = _alive(int(previous[0]))
-        # flock is free, so the pid left in the file is a writer that died without closing
-        _LOCK_MESSAGES.setdefault(str(path), []).append(
-            f"took over the lock left by pid {previous[0]} ({'not running' if not alive else 'no longer holding it'})")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
-    os.fsync(fd)
-    return fd
-
-
-def _release_lock(fd: int | None, path: Path | None = None) -> None:
-    if fd is None:
-        return
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)  # a clean exit leaves no pid behind
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _release(lock: WriterLock | None) -> None:
+    if lock is not None:
+        lock.release()

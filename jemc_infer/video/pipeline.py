@@ -15,8 +15,9 @@ from typing import Protocol
 
 import numpy as np
 
-from jemc_infer.video.decode import DecodeStats, VideoInfo
-from jemc_infer.video.pool import decode_many
+from jemc_infer.errors import InputError
+from jemc_infer.video.decode import Chunk, DecodeStats, VideoInfo
+from jemc_infer.video.pool import Event, decode_many
 from jemc_infer.video.sampling import Sampling
 
 STREAMS = ("resnet", "i3d", "audio")  # feature names: object, activity, audio
@@ -39,6 +40,16 @@ class FeatureEncoder(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Windows:
+    """One stream's per-window outputs for a video, in time order: what the pooled feature is the
+    mean of (object: one row per sampled frame; activity: per clip; audio: per backbone time step)."""
+
+    start: np.ndarray  # float64 [n] seconds from the first frame
+    end: np.ndarray  # float64 [n]
+    features: np.ndarray  # float32 [n, D]
+
+
 @dataclass
 class VideoResult:
     """The outcome for one input path."""
@@ -49,6 +60,7 @@ class VideoResult:
     info: VideoInfo | None = None
     stats: DecodeStats | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)  # stream → float32 [D] (no "audio" without sound)
+    windows: dict[str, Windows] = field(default_factory=dict)  # stream → per-window outputs (when asked for)
 
     @property
     def ok(self) -> bool:
@@ -62,48 +74,63 @@ class _Acc:
     pending: int = 0  # samples waiting in a batch
     audio: list[np.ndarray] = field(default_factory=list)  # samples not yet through the audio backbone
     audio_n: int = 0
+    audio_start: float = 0.0  # seconds: where the audio not yet encoded starts
     done: VideoResult | None = None
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] | None = None  # stream → [(start, end, outputs)]
 
-    def add(self, name: str, total: np.ndarray, n: int) -> None:
-        self.sums[name] = self.sums.get(name, 0) + total.astype(np.float64)
-        self.counts[name] = self.counts.get(name, 0) + n
+    def add(self, name: str, outputs: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
+        self.sums[name] = self.sums.get(name, 0) + outputs.sum(axis=0).astype(np.float64)
+        self.counts[name] = self.counts.get(name, 0) + len(outputs)
+        if self.parts is not None:
+            self.parts.setdefault(name, []).append((start, end, outputs.astype(np.float32)))
+
+    def windows(self, duration: float) -> dict[str, Windows]:
+        out = {}
+        for name, parts in (self.parts or {}).items():
+            start, end, feats = (np.concatenate(x) for x in zip(*parts, strict=True))
+            order = np.argsort(start, kind="stable")
+            start, end, feats = start[order], end[order], feats[order]
+            if name == "resnet":  # a sampled frame stands for the time until the next one
+                end = np.append(start[1:], max(duration, start[-1]))
+            out[name] = Windows(start, np.minimum(end, max(duration, float(start[-1]))), feats)
+        return out
 
 
 class _Batcher:
     """Collects samples of one stream from many videos into fixed-size encoder batches."""
 
-    def __init__(self, name: str, size: int, encode) -> None:  # noqa: ANN001
-        self.name, self.size, self.encode = name, size, encode
-        self.items: list[tuple[int, np.ndarray]] = []
+    def __init__(self, name: str, size: int, encode, span: float) -> None:  # noqa: ANN001
+        self.name, self.size, self.encode, self.span = name, size, encode, span  # span: seconds one sample covers
+        self.items: list[tuple[int, np.ndarray, np.ndarray]] = []  # (video, samples, their start times)
         self.n = 0
 
-    def add(self, index: int, samples: np.ndarray) -> None:
+    def add(self, index: int, samples: np.ndarray, times: np.ndarray) -> None:
         if len(samples):
-            self.items.append((index, samples))
+            self.items.append((index, samples, times))
             self.n += len(samples)
 
     def drop(self, index: int) -> None:
-        self.items = [(i, s) for i, s in self.items if i != index]
-        self.n = sum(len(s) for _, s in self.items)
+        self.items = [item for item in self.items if item[0] != index]
+        self.n = sum(len(item[1]) for item in self.items)
 
     def flush(self, accs: dict[int, _Acc], force: bool = False) -> None:
         while self.n >= self.size or (force and self.n):
             take, batch, owners = self.size, [], []
             while take and self.items:
-                index, samples = self.items[0]
-                part, rest = samples[:take], samples[take:]
-                batch.append(part)
-                owners.append((index, len(part)))
-                take -= len(part)
-                if len(rest):
-                    self.items[0] = (index, rest)
+                index, samples, times = self.items[0]
+                batch.append(samples[:take])
+                owners.append((index, times[:take]))
+                if len(samples) > take:
+                    self.items[0] = (index, samples[take:], times[take:])
                 else:
                     self.items.pop(0)
+                take -= len(batch[-1])
             out = self.encode(np.concatenate(batch))
-            self.n -= sum(n for _, n in owners)
+            self.n -= sum(len(t) for _, t in owners)
             start = 0
-            for index, n in owners:
-                accs[index].add(self.name, out[start:start + n].sum(axis=0), n)
+            for index, times in owners:
+                n = len(times)
+                accs[index].add(self.name, out[start:start + n], times, times + self.span)
                 accs[index].pending -= n
                 start += n
 
@@ -118,6 +145,7 @@ def extract_features(
     frame_batch: int = 32,
     clip_batch: int = 4,
     audio_window: float = 60.0,
+    keep_windows: bool = False,
 ) -> Iterator[VideoResult]:
     """Yield one :class:`VideoResult` per path, in completion order.
 
@@ -135,57 +163,83 @@ def extract_features(
         audio_window: Seconds of audio per pass of the audio backbone. SoundNet's receptive field
             spans seconds, so a track up to this long is encoded whole, as the original feature
             extraction did; longer ones in windows of this length (memory stays bounded).
+        keep_windows: Also return each window's output with its time (``VideoResult.windows``).
+
+    Raises:
+        InputError: An unknown stream name.
     """
     unknown = set(streams) - set(STREAMS)
     if unknown:
-        raise ValueError(f"streams | {sorted(unknown)} | expected a subset of {STREAMS}")
-    want = tuple(s in streams for s in STREAMS)
-    accs: dict[int, _Acc] = {}
-    batchers = {"resnet": _Batcher("resnet", frame_batch, encoder.encode_frames),
-                "i3d": _Batcher("i3d", clip_batch, encoder.encode_clips)}
-    batchers = {k: v for k, v in batchers.items() if k in streams}
-
-    def encode_audio(acc: _Acc) -> None:
-        if acc.audio_n:
-            out = encoder.encode_audio(np.concatenate(acc.audio))
-            acc.add("audio", out.sum(axis=0), len(out))
-            acc.audio, acc.audio_n = [], 0
-
-    def finished() -> Iterator[VideoResult]:
-        for index in [i for i, a in accs.items() if a.done is not None and a.pending == 0]:
-            acc = accs.pop(index)
-            result = acc.done
-            assert result is not None
-            result.features = {k: (acc.sums[k] / acc.counts[k]).astype(np.float32) for k in acc.sums if acc.counts[k]}
-            yield result
-
+        raise InputError(f"streams | {sorted(unknown)} | expected a subset of {STREAMS}")
+    pooler = _Pooler(paths, sampling, encoder, streams, frame_batch, clip_batch, audio_window, keep_windows)
+    want = tuple(s in streams for s in STREAMS)  # decode_many's (object, activity, audio) switches
     for event in decode_many(paths, sampling, workers=workers, time_limit=time_limit, streams=want):
-        acc = accs.setdefault(event.index, _Acc())
-        if event.kind == "chunk":
-            chunk = event.chunk
-            assert chunk is not None
-            if want[0]:
-                batchers["resnet"].add(event.index, chunk.frames)
-                acc.pending += len(chunk.frames)
-            if want[1]:
-                batchers["i3d"].add(event.index, chunk.clips)
-                acc.pending += len(chunk.clips)
-            if want[2] and len(chunk.audio):
-                acc.audio.append(chunk.audio)
-                acc.audio_n += len(chunk.audio)
-                if acc.audio_n >= audio_window * sampling.audio_rate:
-                    encode_audio(acc)
-            for b in batchers.values():
-                b.flush(accs)
+        yield from pooler.on_event(event)
+    yield from pooler.finish()
+
+
+class _Pooler:
+    """Feeds decoded chunks of many videos through shared backbone batches and pools each video."""
+
+    def __init__(self, paths: Sequence[Path | str], sampling: Sampling, encoder: FeatureEncoder, streams: Sequence[str],
+                 frame_batch: int, clip_batch: int, audio_window: float, keep_windows: bool) -> None:
+        self.paths, self.sampling, self.encoder, self.keep = paths, sampling, encoder, keep_windows
+        self.audio_samples = int(audio_window * sampling.audio_rate)
+        self.with_audio = "audio" in streams
+        self.accs: dict[int, _Acc] = {}
+        clip_span = sampling.clip_len / sampling.clip_fps
+        batchers = {"resnet": _Batcher("resnet", frame_batch, encoder.encode_frames, 0.0),
+                    "i3d": _Batcher("i3d", clip_batch, encoder.encode_clips, clip_span)}
+        self.batchers = {k: v for k, v in batchers.items() if k in streams}
+
+    def on_event(self, event: Event) -> Iterator[VideoResult]:
+        acc = self.accs.setdefault(event.index, _Acc(parts={} if self.keep else None))
+        if event.kind == "chunk" and event.chunk is not None:
+            self._add_chunk(event.index, acc, event.chunk)
         elif event.kind == "done":
-            encode_audio(acc)
-            acc.done = VideoResult(event.index, str(paths[event.index]), info=event.info, stats=event.stats)
+            self._encode_audio(acc)
+            acc.done = VideoResult(event.index, str(self.paths[event.index]), info=event.info, stats=event.stats)
         else:
-            for b in batchers.values():
+            for b in self.batchers.values():
                 b.drop(event.index)
-            accs.pop(event.index)
-            yield VideoResult(event.index, str(paths[event.index]), reason=event.reason)
-        yield from finished()
-    for b in batchers.values():
-        b.flush(accs, force=True)
-    yield from finished()
+            self.accs.pop(event.index)
+            yield VideoResult(event.index, str(self.paths[event.index]), reason=event.reason)
+        yield from self._finished()
+
+    def finish(self) -> Iterator[VideoResult]:
+        for b in self.batchers.values():
+            b.flush(self.accs, force=True)
+        yield from self._finished()
+
+    def _add_chunk(self, index: int, acc: _Acc, chunk: Chunk) -> None:
+        for name, samples, times in (("resnet", chunk.frames, chunk.frame_times), ("i3d", chunk.clips, chunk.clip_times)):
+            if name in self.batchers:
+                self.batchers[name].add(index, samples, times)
+                acc.pending += len(samples)
+        if self.with_audio and len(chunk.audio):
+            acc.audio.append(chunk.audio)
+            acc.audio_n += len(chunk.audio)
+            if acc.audio_n >= self.audio_samples:
+                self._encode_audio(acc)
+        for b in self.batchers.values():
+            b.flush(self.accs)
+
+    def _encode_audio(self, acc: _Acc) -> None:
+        if not acc.audio_n:
+            return
+        out = self.encoder.encode_audio(np.concatenate(acc.audio))
+        seconds = acc.audio_n / self.sampling.audio_rate
+        edges = acc.audio_start + seconds * np.arange(len(out) + 1) / len(out)  # the time steps split the window evenly
+        acc.add("audio", out, edges[:-1], edges[1:])
+        acc.audio, acc.audio_n, acc.audio_start = [], 0, acc.audio_start + seconds
+
+    def _finished(self) -> Iterator[VideoResult]:
+        for index in [i for i, a in self.accs.items() if a.done is not None and a.pending == 0]:
+            acc = self.accs.pop(index)
+            result = acc.done
+            if result is None:  # unreachable: filtered above (keeps type checkers content)
+                continue
+            result.features = {k: (acc.sums[k] / acc.counts[k]).astype(np.float32) for k in acc.sums if acc.counts[k]}
+            if self.keep:
+                result.windows = acc.windows(result.stats.duration if result.stats else 0.0)
+            yield result

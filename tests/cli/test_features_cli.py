@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from support.corpus import write_video
 from typer.testing import CliRunner
 
-from jemc_infer.cli import app  # noqa: E402
+from jemc_infer.cli import app
 
 pytest.importorskip("torch")
 runner = CliRunner()
@@ -59,3 +63,16 @@ def test_bad_captions_argument(collection: tuple[Path, Path], tmp_path: Path) ->
     (tmp_path / "c.csv").write_text("a,b\n")
     r = runner.invoke(app, ["features", str(vids), "--captions", str(tmp_path / "c.csv"), "--out", str(tmp_path / "d")])
     assert r.exit_code == 1 and "expected MSR-VTT videodatainfo .json" in r.stderr
+
+
+def test_kill_9_mid_run_then_the_same_command_resumes(collection: tuple[Path, Path], tmp_path: Path) -> None:
+    vids, caps = collection
+    args = ["features", str(vids), "--captions", str(caps), "--out", str(tmp_path / "data"), "--random-init", "--device", "cpu",
+            "--workers", "1", "--quiet"]
+    child = subprocess.run([sys.executable, "-m", "jemc_infer", *args], env={**os.environ, "JEMC_CRASH_AT": "committed:2"},
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert not (tmp_path / "data").exists()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "2 extracted now, 2 from earlier runs" in r.stdout and "resuming: 2 videos done in earlier runs, 2 to go" in r.stderr

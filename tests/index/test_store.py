@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jemc_infer.errors import InputError
+from jemc_infer.errors import InputError, SettingsMismatchError
 from jemc_infer.index.store import Index, VideoRecord
 
 SETTINGS = {"model": "abc123", "layout": [["object", 4], ["activity", 4]], "sampling": {"frame_rate": 1.0},
@@ -40,10 +40,10 @@ def test_shards_videos_and_dead_rows(tmp_path: Path) -> None:
         a = rows(3)
         ix.add_shard(a, [rec("a.mp4"), rec("b.mp4"), rec("c.mp4")])
         ix.record_failures([rec("bad.mp4", "failed", "empty file (0 bytes)")])
-        ids = {p: v[0] for p, v in ix.videos().items()}
+        ids = {p: v.id for p, v in ix.videos().items()}
         b = rows(1, seed=1)
         ix.add_shard(b, [rec("b.mp4", size=11)])  # b re-embedded: same id, new row; the old row is dead
-        assert {p: v[0] for p, v in ix.videos().items()} == ids
+        assert {p: v.id for p, v in ix.videos().items()} == ids
         got = live(ix)
         assert set(got) == {ids["a.mp4"], ids["b.mp4"], ids["c.mp4"]}
         assert np.array_equal(got[ids["b.mp4"]], b[0]) and np.array_equal(got[ids["a.mp4"]], a[0])
@@ -67,7 +67,7 @@ def test_shards_videos_and_dead_rows(tmp_path: Path) -> None:
 def test_other_settings_are_refused_with_what_differs(tmp_path: Path) -> None:
     Index.open(tmp_path / "ix", SETTINGS, writer=True).close()
     other = {**SETTINGS, "model": "fff999", "sampling": {"frame_rate": 2.0}}
-    with pytest.raises(InputError, match=r"other model, sampling \(model=abc123; sampling=.*\) \| expected .*--index NEW_DIR"):
+    with pytest.raises(SettingsMismatchError, match=r"other model, sampling \(model=abc123; sampling=.*\) \| expected .*start a new index"):
         Index.open(tmp_path / "ix", other, writer=True)
     with pytest.raises(InputError, match="no index here"):
         Index.open(tmp_path / "elsewhere")

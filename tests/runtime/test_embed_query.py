@@ -18,8 +18,9 @@ import pytest
 from support.corpus import write_video
 from typer.testing import CliRunner
 
-from jemc_infer.cli import app  # noqa: E402
-from jemc_infer.index.store import Index  # noqa: E402
+from jemc_infer.cli import app
+from jemc_infer.collection import Options, VideoDone
+from jemc_infer.index.store import Index
 
 pytest.importorskip("onnxruntime")
 runner = CliRunner()
@@ -44,7 +45,7 @@ def embed(videos: Path, index: Path, model: Path, *extra: str):  # noqa: ANN201
 def index_rows(index: Path) -> dict[str, int]:
     with Index.open(index) as ix:
         live = {int(i) for s in ix.shards() for i in s.ids if i >= 0}
-        return {p: v[0] for p, v in ix.videos().items() if v[0] in live}
+        return {p: v.id for p, v in ix.videos().items() if v.id in live}
 
 
 def test_embed_then_query_round_trip(runtime_bundle: Path, tmp_path: Path) -> None:
@@ -96,45 +97,58 @@ def test_incremental_changed_broken_and_prune(runtime_bundle: Path, tmp_path: Pa
     assert s["pruned"] == 1 and len(index_rows(tmp_path / "ix")) == 2
 
 
-_EMBED = """
-import sys
-from jemc_infer.cli import app
-sys.argv = ["jemc-infer", "embed", sys.argv[1], "--index", sys.argv[2], "--model", sys.argv[3], "--workers", "1",
-            "--flush-every", "1", "--quiet"]
-app()
-"""
+EMBED = [sys.executable, "-m", "jemc_infer", "embed"]
 
 
-def _kill_trial(videos: Path, index: Path, model: Path, rng: random.Random) -> None:
-    child = subprocess.Popen([sys.executable, "-c", _EMBED, str(videos), str(index), str(model)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(1.0, 8.0))
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+def _embed_child(videos: Path, index: Path, model: Path) -> list[str | Path]:
+    return [*EMBED, videos, "--index", index, "--model", model, "--workers", "1", "--flush-every", "2", "--quiet"]
 
 
-@pytest.mark.parametrize("trial", [0, 1, 2] + [pytest.param(t, marks=pytest.mark.slow) for t in range(3, 13)])
-def test_kill_at_random_points_then_rerun(runtime_bundle: Path, tmp_path: Path, trial: int) -> None:
+def _check_each_video_once(index: Path, model: Path, n: int) -> None:
+    rows = index_rows(index)
+    assert len(rows) == n and len(set(rows.values())) == n  # every video exactly once
+    with Index.open(index) as ix:
+        assert ix.counts()["ok"] == n
+        on_disk = sorted(p.name for p in (index / "shards").iterdir())
+        assert on_disk == sorted(Path(f).name for (f,) in ix.db.execute("SELECT file FROM shards"))  # no orphans
+    r = run("query", "someone is running", "--index", index, "--model", model, "-k", str(n), "--json")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == n
+
+
+# The dangerous moments: after the 2nd committed shard; a shard written but not renamed; renamed
+# but not committed; inside the manifest transaction of the 3rd video (its shard must not appear).
+@pytest.mark.parametrize("point", ["committed:2", "shard-written:2", "shard-renamed:1", "job-commit:3"])
+def test_kill_at_chosen_points_then_rerun(runtime_bundle: Path, tmp_path: Path, point: str) -> None:
+    videos = make_videos(tmp_path / "videos", n=6)
+    child = subprocess.run(_embed_child(videos, tmp_path / "ix", runtime_bundle), env={**os.environ, "JEMC_CRASH_AT": point},
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
+    assert r.exit_code == 0, r.output
+    if point == "shard-renamed:1":  # the renamed shard the manifest never committed
+        assert "removed 1 file(s) left by an interrupted run" in json.loads(r.stdout)["messages"]
+    _check_each_video_once(tmp_path / "ix", runtime_bundle, 6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(6))
+def test_kill_at_random_times_then_rerun(runtime_bundle: Path, tmp_path: Path, trial: int) -> None:
     videos = make_videos(tmp_path / "videos", n=6)
     rng = random.Random(trial)
     for _ in range(2):
-        _kill_trial(videos, tmp_path / "ix", runtime_bundle, rng)
-    r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
-    assert r.exit_code == 0, r.output
-    rows = index_rows(tmp_path / "ix")
-    assert len(rows) == 6 and len(set(rows.values())) == 6  # every video exactly once
-    with Index.open(tmp_path / "ix") as ix:
-        assert ix.counts()["ok"] == 6
-        on_disk = sorted(p.name for p in (tmp_path / "ix" / "shards").iterdir())
-        assert on_disk == sorted(Path(f).name for (f,) in ix.db.execute("SELECT file FROM shards"))  # no orphans
-    r = run("query", "someone is running", "--index", tmp_path / "ix", "--model", runtime_bundle, "-k", "6", "--json")
-    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 6
+        child = subprocess.Popen(_embed_child(videos, tmp_path / "ix", runtime_bundle), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 8.0))
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert embed(videos, tmp_path / "ix", runtime_bundle).exit_code == 0
+    _check_each_video_once(tmp_path / "ix", runtime_bundle, 6)
 
 
 def test_second_concurrent_embed_is_refused(runtime_bundle: Path, tmp_path: Path) -> None:
     videos = make_videos(tmp_path / "videos", n=6)
-    child = subprocess.Popen([sys.executable, "-c", _EMBED, str(videos), str(tmp_path / "ix"), str(runtime_bundle)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(_embed_child(videos, tmp_path / "ix", runtime_bundle), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "ix" / "lock").exists() or not (tmp_path / "ix" / "lock").read_text().strip():
@@ -153,13 +167,14 @@ def test_ctrl_c_keeps_the_finished_videos(runtime_bundle: Path, tmp_path: Path) 
     videos = make_videos(tmp_path / "videos", n=4)
     seen = []
 
-    def interrupt_after_two(result) -> None:  # noqa: ANN001
-        seen.append(result.path)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
+    def interrupt_after_two(event: object) -> None:
+        if isinstance(event, VideoDone):
+            seen.append(event.result.path)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_embed([videos], tmp_path / "ix", runtime_bundle, workers=1, flush_every=100, on_result=interrupt_after_two)
+        run_embed([videos], tmp_path / "ix", runtime_bundle, options=Options(workers=1), flush_every=100, on_event=interrupt_after_two)
     assert sorted(Path(tmp_path / "ix", p).resolve() for p in index_rows(tmp_path / "ix")) == sorted(Path(p) for p in seen)
     s = json.loads(embed(videos, tmp_path / "ix", runtime_bundle, "--json").stdout)
     assert s["embedded"] == 2 and s["skipped"] == 2 and len(index_rows(tmp_path / "ix")) == 4

@@ -13,31 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import child_env
 from support.corpus import write_video
+from support.stub_encoder import Stub
 
-from jemc_infer.errors import InputError  # noqa: E402
-from jemc_infer.train.extract import STATUS_FILE, extract_dataset, work_dir_for  # noqa: E402
-from jemc_infer.train.formats import load_captions_jsonl  # noqa: E402
-from jemc_infer.video.sampling import Sampling, i3d_input, resnet_input  # noqa: E402
+from jemc_infer.collection import Options
+from jemc_infer.errors import InputError, SettingsMismatchError
+from jemc_infer.train.extract import STATUS_FILE, extract_dataset, work_dir_for
+from jemc_infer.train.formats import load_captions_jsonl
+from jemc_infer.video.sampling import Sampling
 
-
-class Stub:
-    """Cheap numpy backbones (the real ones are tested in tests/nn): per-channel means."""
-
-    provenance = {"object": {"backbone": "stub"}}
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
-
-    def encode_frames(self, x: np.ndarray) -> np.ndarray:
-        time.sleep(self.delay)
-        return resnet_input(x).mean(axis=(2, 3))
-
-    def encode_clips(self, x: np.ndarray) -> np.ndarray:
-        return i3d_input(x).mean(axis=(2, 3, 4))
-
-    def encode_audio(self, wave: np.ndarray) -> np.ndarray:
-        return np.abs(wave).mean(keepdims=True)[None]
+CHILD = [sys.executable, "-m", "support.features_child"]
 
 
 @pytest.fixture()
@@ -55,12 +41,13 @@ def collection(tmp_path: Path) -> tuple[Path, Path]:
     return vids, caps
 
 
-def _run(vids: Path, caps: Path, out: Path, calls: list | None = None, **kw):  # noqa: ANN202
+def _run(vids: Path, caps: Path, out: Path, calls: list | None = None, restart: bool = False, **options):  # noqa: ANN202
     def factory() -> Stub:
         if calls is not None:
             calls.append(1)
         return Stub()
-    return extract_dataset(vids, load_captions_jsonl(caps), out, factory, {"random_init": True}, **kw)
+    opts = Options(**{"workers": 1, "frame_batch": 32, "clip_batch": 4, **options})
+    return extract_dataset(vids, load_captions_jsonl(caps), out, factory, {"random_init": True}, options=opts, restart=restart)
 
 
 def test_dataset_status_and_masks(collection: tuple[Path, Path], tmp_path: Path) -> None:
@@ -76,8 +63,10 @@ def test_dataset_status_and_masks(collection: tuple[Path, Path], tmp_path: Path)
     assert ds.source["random_init"] is True and ds.source["videos_failed"] == 1 and ds.source["sampling"]["clip_fps"] == 25.0
     assert ds.split("train").captions == ("caption of v1", "caption of v2")
     rows = sqlite3.connect(work_dir_for(tmp_path / "data") / STATUS_FILE).execute(
-        "SELECT id, status, frames, clips, has_audio FROM videos ORDER BY id").fetchall()
-    assert rows == [("v1", "ok", 2, 3, 1), ("v2", "ok", 2, 1, 0), ("v3", "ok", 1, 1, 1), ("v4", "failed", None, None, 0)]
+        "SELECT v.path, v.status, r.frames, r.clips, r.has_audio FROM videos v LEFT JOIN results r ON r.path = v.path "
+        "ORDER BY v.path").fetchall()
+    assert rows == [("../videos/nested/v3.webm", "ok", 1, 1, 1), ("../videos/v1.mp4", "ok", 2, 3, 1),
+                    ("../videos/v2.mkv", "ok", 2, 1, 0), ("../videos/v4.mp4", "failed", None, None, None)]
 
 
 def test_rerun_skips_finished_and_redoes_changed(collection: tuple[Path, Path], tmp_path: Path) -> None:
@@ -92,7 +81,7 @@ def test_rerun_skips_finished_and_redoes_changed(collection: tuple[Path, Path], 
     assert changed.extracted == 1 and calls == [1]
     retried = _run(vids, caps, tmp_path / "data", retry_failed=True)
     assert retried.extracted == 1 and "v4" in retried.failed
-    with pytest.raises(InputError, match=r"other settings \(sampling\).*--restart"):
+    with pytest.raises(SettingsMismatchError, match=r"other sampling .*restart the extraction"):
         _run(vids, caps, tmp_path / "data", sampling=Sampling(frame_rate=2.0))
     assert _run(vids, caps, tmp_path / "data", sampling=Sampling(frame_rate=2.0), restart=True).extracted == 4
 
@@ -106,42 +95,41 @@ def test_no_matching_file_is_a_clear_error(collection: tuple[Path, Path], tmp_pa
         _run(tmp_path / "absent", caps, tmp_path / "data")
 
 
-_CHILD = """
-import sys, json
-sys.path.insert(0, sys.argv[4])
-from test_extract import Stub
-from jemc_infer.train.extract import extract_dataset
-from jemc_infer.train.formats import load_captions_jsonl
-from pathlib import Path
-extract_dataset(Path(sys.argv[1]), load_captions_jsonl(sys.argv[2]), Path(sys.argv[3]), lambda: Stub(delay=0.4),
-                {"random_init": True}, workers=1)
-"""
-
-
-def test_kill_mid_run_then_rerun_finishes_each_video_once(collection: tuple[Path, Path], tmp_path: Path) -> None:
-    vids, caps = collection
-    out = tmp_path / "data"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(vids), str(caps), str(out), str(Path(__file__).parent)],
-                             stderr=subprocess.PIPE)
-    status = work_dir_for(out) / STATUS_FILE
-    deadline = time.monotonic() + 60
-    done = 0
-    while time.monotonic() < deadline and child.poll() is None:
-        if status.exists():
-            try:
-                done = sqlite3.connect(status).execute("SELECT COUNT(*) FROM videos").fetchone()[0]
-            except sqlite3.OperationalError:
-                done = 0
-            if done >= 1:
-                break
-        time.sleep(0.05)
-    assert child.poll() is None, child.stderr.read().decode()[-2000:]
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+def _crash_then_rerun(vids: Path, caps: Path, out: Path, crash_at: str, reference: dict) -> None:
+    child = subprocess.run([*CHILD, vids, caps, out], env=child_env(JEMC_CRASH_AT=crash_at), capture_output=True, text=True,
+                           timeout=120)
+    assert child.returncode == -signal.SIGKILL, (crash_at, child.returncode, child.stderr[-2000:])
     assert not out.exists()  # the dataset is only published at the end
     summary = _run(vids, caps, out)
-    assert summary.skipped >= 1 and summary.skipped + summary.extracted == 4
-    reference = _run(vids, caps, tmp_path / "reference")
+    assert summary.skipped + summary.extracted == 4, crash_at
     for k in ("resnet", "i3d", "audio"):
-        assert np.allclose(np.asarray(summary.dataset.features[k]), np.asarray(reference.dataset.features[k]), atol=1e-6)
-    assert sqlite3.connect(status).execute("SELECT COUNT(*) FROM videos").fetchone()[0] == 4
+        assert np.allclose(np.asarray(summary.dataset.features[k]), reference[k], atol=1e-6), (crash_at, k)
+    assert sqlite3.connect(work_dir_for(out) / STATUS_FILE).execute("SELECT COUNT(*) FROM videos").fetchone()[0] == 4
+
+
+def test_kill_at_chosen_points_then_rerun_finishes_each_video_once(collection: tuple[Path, Path], tmp_path: Path) -> None:
+    vids, caps = collection
+    reference = {k: np.asarray(v) for k, v in _run(vids, caps, tmp_path / "reference").dataset.features.items()}
+    # after the 2nd committed video; inside the 3rd job-store transaction (nothing of it may appear)
+    for i, point in enumerate(("committed:2", "job-commit:3")):
+        _crash_then_rerun(vids, caps, tmp_path / f"data{i}", point, reference)
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(collection: tuple[Path, Path], tmp_path: Path) -> None:
+    vids, caps = collection
+    out = tmp_path / "data"
+    child = subprocess.Popen([*CHILD, vids, caps, out, "0.5"], env=child_env(), stderr=subprocess.PIPE)
+    try:
+        lock = work_dir_for(out) / "lock"
+        deadline = time.monotonic() + 60
+        while not (lock.exists() and lock.read_text().strip()):
+            assert time.monotonic() < deadline and child.poll() is None, child.stderr.read().decode()[-2000:]
+            time.sleep(0.05)
+        with pytest.raises(InputError, match=f"being written by pid {child.pid}"):
+            _run(vids, caps, out)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        child.kill()
+    summary = _run(vids, caps, out)  # the dead writer's lock is taken over
+    assert summary.skipped + summary.extracted == 4
