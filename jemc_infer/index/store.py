@@ -87,7 +87,7 @@ class Index:
         path = Path(path)
         db_path = path / MANIFEST
         if not db_path.exists() and not (writer and settings is not None):
-            raise InputError(f"{path} | no index here ({MANIFEST} missing) | expected an index made by `jemc-infer embed VIDEOS --index {path}`")
+            raise InputError(f"{path} | no index here ({MANIFEST} missing) | expected an index (made by `jemc-infer embed`)")
         lock = None
         if writer:
             (path / SHARDS).mkdir(parents=True, exist_ok=True)
