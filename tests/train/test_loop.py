@@ -22,7 +22,7 @@ from jemc_infer.errors import InputError  # noqa: E402
 from jemc_infer.nn import JEMC, model_from_bundle  # noqa: E402
 from jemc_infer.text import Vocabulary  # noqa: E402
 from jemc_infer.train.data import open_dataset, write_dataset  # noqa: E402
-from jemc_infer.train.loop import load_log, run_dir_for, train, validate  # noqa: E402
+from jemc_infer.train.loop import RunConflictError, load_log, run_dir_for, train, validate  # noqa: E402
 
 
 def _weights(path: Path) -> dict[str, np.ndarray]:
@@ -119,8 +119,9 @@ def test_rerun_with_other_settings_is_refused_then_restart_works(tiny_data: Path
     again = train(tiny_data, "weighted-resnet", tmp_path / "m", config, progress=False, echo=lambda s: None)
     assert again.epochs_run == 0
     other = dataclasses.replace(config, lr=1e-3)
-    with pytest.raises(InputError, match=r"different settings \(train\).*--restart"):
+    with pytest.raises(RunConflictError, match=r"different settings \(train\).*restart the run") as refused:
         train(tiny_data, "weighted-resnet", tmp_path / "m", other, progress=False, echo=lambda s: None)
+    assert refused.value.differences == ("train",) and "--" not in str(refused.value)  # library terms, no CLI flag
     redone = train(tiny_data, "weighted-resnet", tmp_path / "m", other, restart=True, progress=False, echo=lambda s: None)
     assert redone.epochs_run == 1
     longer = train(tiny_data, "weighted-resnet", tmp_path / "m", dataclasses.replace(other, epochs=2),
