@@ -60,6 +60,32 @@ def test_train_evaluate_table1(tiny_data: Path, tmp_path: Path) -> None:
     assert [row["preset"] for row in saved["rows"]] == ["audio", "jemc"]
 
 
+def test_a_run_with_other_settings_names_restart(tiny_data: Path, tmp_path: Path) -> None:
+    args = ["train", "--data", tiny_data, "--preset", "i3d", "--out", tmp_path / "m", "--epochs", 1, "--batch-size", 64,
+            "--min-count", 1, *TINY, "--quiet"]
+    assert _run(*args).exit_code == 0
+    _one_line_error(_run(*args, "--lr", "1e-3"), "different settings (train)", "pass --restart to discard it or choose another --out")
+    assert _run(*args, "--lr", "1e-3", "--restart").exit_code == 0
+
+
+def test_query_names_its_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library's errors name query()'s arguments; the command names its own options."""
+    import jemc_infer.query as library
+
+    def refuse(error: Exception):  # noqa: ANN202
+        def run(*args: object, **kwargs: object) -> None:
+            raise error
+        return run
+
+    monkeypatch.setattr(library, "query", refuse(library.SettingError("space_weights", "unknown space 'audio'", "names from ['object']")))
+    _one_line_error(_run("query", "a cat", "--index", tmp_path), "error: --space-weights | unknown space 'audio' | expected names")
+    monkeypatch.setattr(library, "query", refuse(library.SettingError("model", "none found (nothing given)", "a model bundle directory")))
+    _one_line_error(_run("query", "a cat", "--index", tmp_path), "error: --model | none found")
+    monkeypatch.setattr(library, "query", refuse(library.ModelMismatchError(tmp_path / "ix", "aaaa", "bbbb", tmp_path / "m")))
+    _one_line_error(_run("query", "a cat", "--index", tmp_path), "built with model aaaa", "got bbbb",
+                    "pass the --model the index was built with")
+
+
 def test_data_synth_and_info(tmp_path: Path) -> None:
     r = _run("data", "synth", "--out", tmp_path / "d", "--train", 20, "--val", 5, "--test", 5, "--resnet-dim", 8,
              "--i3d-dim", 4, "--audio-dim", 4)
