@@ -150,21 +150,11 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_help_does_not_import_torch() -> None:
-    code = ("import sys, builtins\n"
-            "real = builtins.__import__\n"
-            "def guard(name, *a, **k):\n"
-            "    if name.split('.')[0] in ('torch', 'onnxruntime'):\n"
-            "        raise ModuleNotFoundError('No module named ' + repr(name), name=name)\n"
-            "    return real(name, *a, **k)\n"
-            "builtins.__import__ = guard\n"
-            "sys.argv = ['jemc-infer', '--help']\n"
-            "from jemc_infer.cli import app\n"
-            "app()\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    blocked = [sys.executable, Path(__file__).resolve().parents[1] / "support" / "block_imports.py", "torch,onnxruntime", "-m", "jemc_infer"]
+    out = subprocess.run([*blocked, "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "train" in out.stdout
-    code = code.replace("'--help'", "'train', '--data', 'x', '--preset', 'jemc', '--out', 'y'")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([*blocked, "train", "--data", "x", "--preset", "jemc", "--out", "y"], capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "error: torch | not installed | needed here: pip install 'jemc-infer[train]'"], out.stderr
 
