@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt tensorrt-stubs
 	touch $(STAMP)
 
+# pytest includes tests/test_layers.py: the import-linter contracts of pyproject.toml (DESIGN.md's
+# one-way dependencies) on the package as installed
 test: $(STAMP)
 	$(BIN)/ruff check jemc_infer train export engines tests benchmarks scripts
 	$(BIN)/python -m pytest -q

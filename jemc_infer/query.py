@@ -21,6 +21,34 @@ from jemc_infer.index.store import Index
 
 MODEL_ENV = "JEMC_MODEL"
 DEMO_MODEL = Path("demo/model")
+QUOTE_CHARS = 80  # how much of a query a warning quotes
+
+
+class SettingError(InputError):
+    """A bad value of one argument of :func:`query`; ``setting`` is the argument's name, so a front
+    end (the CLI) can name its own option for it. ``str(err)`` is "setting | got | expected"."""
+
+    def __init__(self, setting: str, got: str, expected: str) -> None:
+        self.setting, self.got, self.expected = setting, got, expected
+        super().__init__(f"{setting} | {got} | expected {expected}")
+
+
+class ModelMismatchError(InputError):
+    """The model bundle is not the one the index was built with (its rows would not be comparable)."""
+
+    def __init__(self, index_dir: Path, indexed: str, given: str, given_path: Path) -> None:
+        self.index_dir, self.indexed, self.given, self.given_path = index_dir, indexed, given, given_path
+        super().__init__(f"{index_dir} | built with model {indexed} | expected the same model, got {given} ({given_path}): "
+                         "query with the model the index was built with")
+
+
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``repr(text)`` of at most ``limit`` characters of the text: a long one keeps its start and end
+    and says its length (``'a man is cooking … in a kitchen' (25000 characters)``)."""
+    if len(text) <= limit:
+        return repr(text)
+    tail = limit // 4
+    return f"{text[:limit - tail] + ' … ' + text[-tail:]!r} ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -33,27 +61,28 @@ class Hit:
 
 
 def resolve_model(model: Path | None, index: Index | None = None) -> Path:
-    """``--model``, else ``$JEMC_MODEL``, else the bundle the index was built with, else the demo bundle.
+    """``model``, else ``$JEMC_MODEL``, else the bundle the index was built with, else the demo bundle.
 
     Raises:
-        InputError: None of these exists (the message lists where it looked).
+        SettingError: None of these exists (``setting`` "model"; the message lists where it looked).
     """
     looked = []
-    for label, cand in (("--model", model), (f"${MODEL_ENV}", os.environ.get(MODEL_ENV)),
+    for label, cand in (("the given model", model), (f"${MODEL_ENV}", os.environ.get(MODEL_ENV)),
                         ("the index's model", index.model_path if index is not None else None), ("the demo bundle", DEMO_MODEL)):
         if cand is None:
             continue
         if Path(cand).is_dir():
             return Path(cand)
         looked.append(f"{label} {cand}")
-    raise InputError(f"model | none found ({'; '.join(looked) or 'nothing given'}) | expected --model BUNDLE or ${MODEL_ENV}")
+    raise SettingError("model", f"none found ({'; '.join(looked) or 'nothing given'})", f"a model bundle directory, or ${MODEL_ENV}")
 
 
 def parse_space_weights(text: str | None, bundle: Bundle) -> dict[str, float]:
     """``"object=1,activity=0.5"`` → weights for every space (unnamed ones keep the bundle's).
 
     Raises:
-        InputError: An unknown space name or a value that is not a number >= 0.
+        SettingError: An unknown space name or a value that is not a number >= 0 (``setting``
+            "space_weights").
     """
     weights = {s.name: s.weight for s in bundle.config.spaces}
     for part in (text or "").split(","):
@@ -62,13 +91,13 @@ def parse_space_weights(text: str | None, bundle: Bundle) -> dict[str, float]:
         name, _, value = part.partition("=")
         name = name.strip()
         if name not in weights:
-            raise InputError(f"--space-weights | unknown space {name!r} | expected names from {sorted(weights)}")
+            raise SettingError("space_weights", f"unknown space {name!r}", f"names from {sorted(weights)}")
         try:
             w = float(value)
             if not w >= 0:
                 raise ValueError
         except ValueError:
-            raise InputError(f"--space-weights | {part.strip()!r} | expected name=number with number >= 0") from None
+            raise SettingError("space_weights", repr(part.strip()), "name=number with number >= 0") from None
         weights[name] = w
     return weights
 
@@ -85,7 +114,7 @@ def encode_queries(bundle: Bundle, engine: Engine, texts: list[str], weights: di
         if not t.strip():
             raise InputError(f"query {i + 1} | empty text | expected words to search for")
         if bundle.vocab.known_words(t) == 0:
-            warnings.append(f"no word of {t!r} is in the model's vocabulary: the results are a guess")
+            warnings.append(f"no word of {quote(t)} is in the model's vocabulary: the results are a guess")
     out = []
     for start in range(0, len(texts), batch_size):
         ids, lengths = bundle.vocab.encode_batch(texts[start:start + batch_size])
@@ -102,17 +131,18 @@ def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = N
         One list of hits per text (best first), and warnings for the user.
 
     Raises:
-        InputError: No index, an index made with another model, bad weights, empty text, k < 1.
+        SettingError: No model found, bad weights, no text, k < 1.
+        ModelMismatchError: The index was made with another model.
+        InputError: No index, an empty text.
     """
     if k < 1:
-        raise InputError(f"-k | {k} | expected >= 1")
+        raise SettingError("k", str(k), ">= 1")
     if not texts:
-        raise InputError("query | no text | expected a sentence or --queries FILE")
+        raise SettingError("texts", "no text", "at least one sentence")
     with Index.open(index_dir) as index:
         bundle = read_bundle(resolve_model(model, index))
         if bundle.fingerprint != index.settings["model"]:
-            raise InputError(f"{index_dir} | built with model {index.settings['model']} | expected the same model, got "
-                             f"{bundle.fingerprint} ({bundle.path}): pass the --model the index was built with")
+            raise ModelMismatchError(index_dir, index.settings["model"], bundle.fingerprint, bundle.path)
         engine, why = open_engine(bundle.path, "text", backend=backend, device=device)
         with engine:
             queries, warnings = encode_queries(bundle, engine, texts, parse_space_weights(space_weights, bundle))

@@ -13,9 +13,10 @@ Layout (no pickle anywhere)::
       resnet.mask.npy     bool [n_videos], False where the video has no such feature (row is 0)
       captions.jsonl      one {"video": id, "text": caption} per line
 
-``jemc-infer data import`` writes it from MSR-VTT/MSVD annotations and the official per-video
-feature files, ``jemc-infer data synth`` from the synthetic generator, and (later)
-``jemc-infer features`` from raw videos.
+:func:`write_dataset` writes one. ``jemc-infer data msrvtt`` and ``jemc-infer data msvd`` write it
+from MSR-VTT/MSVD annotations and the official per-video feature files
+(:func:`jemc_infer.train.formats.import_dataset`), ``jemc-infer data synth`` from the synthetic
+generator (:mod:`jemc_infer.train.synthetic`), and ``jemc-infer features`` from raw videos.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ def open_dataset(path: Path | str) -> FeatureDataset:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise _fail(meta_path, "missing", "a feature dataset (create one with `jemc-infer data import` or `jemc-infer data synth`)") from None
+        raise _fail(meta_path, "missing", "a feature dataset (made by `jemc-infer data synth`, `data msrvtt`, `data msvd` "
+                    "or `features`)") from None
     except json.JSONDecodeError as err:
         raise _fail(meta_path, f"invalid JSON ({err.msg}, line {err.lineno})", "a dataset description") from None
     if not isinstance(meta, dict) or meta.get("format") != DATASET_FORMAT:

@@ -8,20 +8,22 @@
 - Official JEMC features: per-video ``.npy`` arrays [T, dim] (ResNet ``video<N>.npy``, I3D
   ``msr_vtt-I3D-RGBFeatures-video<N>.npy``) mean-pooled over time, and SoundNet ``.h5`` files
   (``video<N>.mp3.soundnet.h5``, dataset ``layer24`` [1024, T]) mean-pooled over time.
+
+:func:`import_dataset` joins the two: annotations + feature folders → a feature dataset.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from jemc_infer.errors import BackendUnavailableError, InputError, InputShapeError
-from jemc_infer.train.data import check_finite
+from jemc_infer.train.data import FeatureDataset, check_finite, write_dataset
 
 MSRVTT_SPLITS = {"train": "train", "validate": "val", "test": "test"}
 MSVD_SPLIT_SIZES = (1200, 100, 670)
@@ -104,9 +106,11 @@ def load_msvd(captions_file: Path | str, mapping_file: Path | str | None = None,
         Annotations with splits ``train``, ``val``, ``test``.
 
     Raises:
-        InputError: If a line has no caption, a clip is missing from the mapping, or the number
-            of videos differs from ``sum(split_sizes)``.
+        InputError: If a line has no caption, a clip is missing from the mapping, the split sizes
+            are not three counts, or the number of videos differs from ``sum(split_sizes)``.
     """
+    if len(split_sizes) != 3 or min(split_sizes) < 0:
+        raise InputError(f"MSVD split sizes | {list(split_sizes)} | expected three counts >= 0 (train, val, test), like 1200, 100, 670")
     path = Path(captions_file)
     if not path.is_file():
         raise InputError(f"{path} | missing | expected the MSVD caption list (<clip id> <caption> per line)")
@@ -143,7 +147,7 @@ def load_msvd(captions_file: Path | str, mapping_file: Path | str | None = None,
     if len(videos) != sum(split_sizes):
         raise InputError(
             f"{path} | {len(videos)} videos | expected {sum(split_sizes)} for the split {'/'.join(map(str, split_sizes))}; "
-            "pass split sizes that add up to the number of videos"
+            "give split sizes that add up to the number of videos"
         )
     a, b, _ = split_sizes
     splits = {"train": videos[:a], "val": videos[a:a + b], "test": videos[a + b:]}
@@ -285,3 +289,48 @@ def load_official_features(
         else:
             features[i], mask[i] = vec, True
     return features, mask, missing
+
+
+@dataclass(frozen=True)
+class FeatureFolder:
+    """A folder of per-video feature files in the official JEMC layout."""
+
+    directory: Path
+    kind: str = "npy"  # "npy" (ResNet / I3D) or "soundnet" (.h5): see load_official_features
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What :func:`import_dataset` wrote."""
+
+    dataset: FeatureDataset
+    missing: dict[str, list[str]]  # feature → ids of the videos without a file (zero features, mask False)
+
+
+def import_dataset(out: Path | str, annotations: Annotations, folders: Mapping[str, FeatureFolder],
+                   name: str) -> Imported:
+    """Write a feature dataset from annotations and folders of official per-video feature files.
+
+    Args:
+        out: The dataset directory to write (see :func:`jemc_infer.train.data.write_dataset`).
+        annotations: Videos, captions and splits, e.g. from :func:`load_msrvtt` or :func:`load_msvd`.
+        folders: Feature name (``resnet``, ``i3d``, ``audio``) → its folder; at least one.
+        name: The dataset's name.
+
+    Returns:
+        The written dataset, and per feature the videos that had no file.
+
+    Raises:
+        InputError: No folder given, or a folder or file as :func:`load_official_features` refuses.
+    """
+    if not folders:
+        raise InputError(f"feature folders | none given | expected at least one of resnet, i3d, audio for {name!r}")
+    feats, masks, missing = {}, {}, {}
+    for feature, folder in folders.items():
+        feats[feature], masks[feature], absent = load_official_features(annotations.videos, folder.directory, kind=folder.kind)
+        if absent:
+            missing[feature] = absent
+    source = {"format": "official-jemc", "folders": {k: str(f.directory) for k, f in folders.items()}}
+    ds = write_dataset(out, annotations.videos, feats, annotations.captions, annotations.splits, masks=masks,
+                       name=name, source=source)
+    return Imported(ds, missing)

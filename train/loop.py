@@ -1,6 +1,6 @@
 """The training loop: Adam, step decay, hardest-negative ranking losses, best-rsum checkpoint.
 
-A run trains ``--out BUNDLE`` and keeps its state next to it in ``BUNDLE.run/``:
+A run trains the bundle ``out`` and keeps its state next to it in ``<out>.run/``:
 
 - ``state.safetensors`` — model and optimizer tensors, with the run's JSON state (epoch, step,
   best rsum, the exact settings) in the file's metadata: one file, replaced atomically, so a
@@ -8,7 +8,7 @@ A run trains ``--out BUNDLE`` and keeps its state next to it in ``BUNDLE.run/``:
 - ``vocab.json`` — the vocabulary built from the training captions;
 - ``log.jsonl`` — one JSON line per epoch (loss, rate, validation metrics).
 
-Rerunning the same command resumes where the last checkpoint (every epoch, and every
+Rerunning the same training resumes where the last checkpoint (every epoch, and every
 ``checkpoint_seconds`` within one) left off; the batches of an epoch are a function of the seed
 and the epoch number, so a resumed run computes exactly what an uninterrupted one would.
 """
@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from jemc_infer.config import LossMode, ModelConfig
 from jemc_infer.errors import InputError
 from jemc_infer.nn import JEMC, resolve_device, save_model
 from jemc_infer.text import Vocabulary
-from jemc_infer.train.data import DATASET_FILE, FeatureDataset, open_dataset
+from jemc_infer.train.data import DATASET_FILE, FeatureDataset, Split, open_dataset
 from jemc_infer.train.evaluate import embed_split, fused_similarity
 from jemc_infer.train.losses import ranking_loss
 from jemc_infer.train.metrics import retrieval_metrics
@@ -123,12 +123,22 @@ def _load_state(path: Path, model: JEMC, opt: torch.optim.Optimizer) -> dict[str
     return state
 
 
+class RunConflictError(InputError):
+    """The bundle's run directory holds a run this call cannot resume: one with other settings
+    (``differences`` names them) or an unreadable checkpoint. Restarting (``restart=True``)
+    discards it; training into another bundle keeps it."""
+
+    def __init__(self, where: Path, got: str, expected: str, differences: tuple[str, ...] = ()) -> None:
+        self.where, self.got, self.expected, self.differences = where, got, expected, differences
+        super().__init__(f"{where} | {got} | expected {expected}; restart the run to discard it, or train into another bundle")
+
+
 def _read_state_meta(path: Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return json.loads(f.metadata()["state"])
     except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
-        raise InputError(f"{path} | unreadable checkpoint ({type(err).__name__}) | expected a training state; rerun with --restart") from None
+        raise RunConflictError(path, f"unreadable checkpoint ({type(err).__name__})", "a training state") from None
 
 
 def _check_features(preset: Preset, ds: FeatureDataset) -> None:
@@ -149,6 +159,206 @@ def validate(model: JEMC, vocab: Vocabulary, ds: FeatureDataset, split: str = "v
     sp = ds.split(split)
     text, video = embed_split(model, vocab, ds, sp)
     return retrieval_metrics(fused_similarity(model.config, text, video), sp.caption_video)
+
+
+def _open_training_data(data: Path | str, preset: Preset) -> FeatureDataset:
+    """The dataset, checked to have the preset's features and captioned train and val splits."""
+    ds = open_dataset(data)
+    _check_features(preset, ds)
+    for split in ("train", "val"):
+        if split not in ds.splits or not ds.split(split).captions:
+            raise InputError(f"{ds.path / DATASET_FILE} | no {split!r} split with captions (has {sorted(ds.splits)}) | expected 'train' and 'val' splits")
+    return ds
+
+
+def _prepare_run_dir(run: Path, restart: bool) -> Path:
+    """The run directory, emptied first when restarting (only if it really is a run directory)."""
+    if restart and run.exists():
+        if not (run / STATE_FILE).exists() and any(run.iterdir()):
+            raise InputError(f"{run} | not a training run directory | expected {STATE_FILE} inside before deleting it")
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def _run_vocabulary(run: Path, captions: tuple[str, ...], min_count: int) -> Vocabulary:
+    """A resumed run's vocabulary, or a new one built from the training captions (and saved)."""
+    if (run / STATE_FILE).exists():
+        return Vocabulary.load(run / VOCAB_FILE)
+    vocab = Vocabulary.build(captions, min_count=min_count)
+    write_file(run / VOCAB_FILE, vocab.save)
+    return vocab
+
+
+def _new_state(identity: dict[str, Any]) -> dict[str, Any]:
+    return {"identity": identity, "epoch": 0, "step": 0, "best_rsum": -1.0, "best_epoch": -1, "loss_sum": 0.0, "loss_n": 0}
+
+
+def _resume(run: Path, identity: dict[str, Any], model: JEMC, opt: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Load the run's checkpoint into ``model`` and ``opt``; None when there is none yet.
+
+    Raises:
+        RunConflictError: The checkpoint is unreadable or was made with other settings.
+    """
+    state_path = run / STATE_FILE
+    if not state_path.exists():
+        return None
+    saved = _read_state_meta(state_path)
+    if saved.get("identity") != identity:
+        diff = tuple(sorted(k for k in identity if saved.get("identity", {}).get(k) != identity[k]))
+        raise RunConflictError(run, f"a run with different settings ({', '.join(diff)})", "the same settings to resume", diff)
+    return _load_state(state_path, model, opt)
+
+
+@dataclass(frozen=True)
+class _TrainingSet:
+    """The training split on the device: features and masks per video, token ids per caption."""
+
+    feats: dict[str, torch.Tensor]  # name → float32 [n_videos, dim]
+    masks: dict[str, torch.Tensor]  # name → bool [n_videos]
+    ids: torch.Tensor  # int64 [n_captions, max_len]
+    lengths: torch.Tensor  # int64 [n_captions]
+    caption_video: torch.Tensor  # int64 [n_captions]: row of each caption's video
+
+    @classmethod
+    def load(cls, ds: FeatureDataset, split: Split, vocab: Vocabulary, features: tuple[str, ...],
+             device: torch.device) -> _TrainingSet:
+        feats, masks = ds.gather(split.videos, features)
+        ids, lengths = vocab.encode_batch(split.captions)
+        return cls({k: torch.from_numpy(v).to(device) for k, v in feats.items()},
+                   {k: torch.from_numpy(v).to(device) for k, v in masks.items()},
+                   torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device),
+                   torch.from_numpy(split.caption_video).to(device))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass
+class _Trainer:
+    """The epochs of one run: batches in a per-epoch seeded order, a checkpoint every epoch and
+    every ``checkpoint_seconds``, then validation, the best model as the bundle, and a log line."""
+
+    model: JEMC
+    opt: torch.optim.Optimizer
+    config: TrainConfig
+    loss_mode: LossMode
+    data: _TrainingSet
+    state: dict[str, Any]  # what a checkpoint saves: epoch, step, best so far, running loss
+    device: torch.device
+    run: Path  # the run directory
+    out: Path  # the bundle (the best epoch's model)
+    preset: Preset
+    vocab: Vocabulary
+    ds: FeatureDataset  # for validation
+    last_checkpoint: float = field(default_factory=time.monotonic)
+
+    @property
+    def n_batches(self) -> int:
+        return (len(self.data) + self.config.batch_size - 1) // self.config.batch_size
+
+    def checkpoint(self) -> None:
+        _save_state(self.run / STATE_FILE, self.model, self.opt, self.state)
+        self.last_checkpoint = time.monotonic()
+
+    def loss(self, rows: torch.Tensor) -> torch.Tensor:
+        """The summed ranking losses of every space on the captions ``rows`` and their videos."""
+        d, margin, mode = self.data, self.config.margin, self.loss_mode
+        vids = d.caption_video[rows]
+        f = {k: v[vids] for k, v in d.feats.items()}
+        m = {k: v[vids] for k, v in d.masks.items()}
+        lens = d.lengths[rows]
+        tok = d.ids[rows, : int(lens.max())]
+        total = torch.zeros((), device=self.device)
+        for sp in self.model.spaces.values():
+            v, a, present = sp.video_parts(f, m)
+            if a is not None:
+                total = total + ranking_loss(sp.fuse(v, a, present), sp.text(tok, lens), margin, mode)
+                if int(present.sum()) >= 2:  # the video-audio pair loss of a shared space
+                    total = total + ranking_loss(v[present], a[present], margin, mode)
+            else:
+                total = total + ranking_loss(v, sp.text(tok, lens), margin, mode)
+        return total
+
+    def step(self, rows: torch.Tensor) -> float:
+        """One optimizer step on a batch; returns its loss."""
+        total = self.loss(rows)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        for sp in self.model.spaces.values():  # spaces train independently: clip each on its own
+            torch.nn.utils.clip_grad_norm_(list(sp.parameters()), self.config.grad_clip)
+        self.opt.step()
+        return float(total.detach())
+
+    def train_epoch(self, bar: _Progress, interrupt: _Interrupt) -> tuple[int, float]:
+        """The rest of the current epoch from ``state["step"]``; returns (captions seen, seconds).
+
+        Raises:
+            KeyboardInterrupt: After checkpointing, when Ctrl-C was pressed.
+        """
+        config, state, epoch, n = self.config, self.state, self.state["epoch"], len(self.data)
+        for group in self.opt.param_groups:
+            group["lr"] = config.lr * config.lr_gamma ** (epoch // config.lr_step)
+        self.model.train()
+        order = _epoch_order(n, config.seed, epoch)
+        bar.start_epoch(epoch, config.epochs, n, done=min(state["step"] * config.batch_size, n))
+        t0, seen = time.perf_counter(), 0
+        for b in range(state["step"], self.n_batches):
+            rows = order[b * config.batch_size:(b + 1) * config.batch_size].to(self.device)
+            if len(rows) >= 2:  # a single pair has no negatives
+                state["loss_sum"] += self.step(rows)
+                state["loss_n"] += len(rows)
+            seen += len(rows)
+            state["step"] = b + 1
+            bar.advance(len(rows), state["loss_sum"] / max(state["loss_n"], 1), seen / max(time.perf_counter() - t0, 1e-9))
+            if interrupt.requested:
+                self.checkpoint()
+                raise KeyboardInterrupt
+            if time.monotonic() - self.last_checkpoint >= config.checkpoint_seconds and b + 1 < self.n_batches:
+                self.checkpoint()
+        return seen, time.perf_counter() - t0
+
+    def end_epoch(self, seen: int, elapsed: float) -> dict[str, Any]:
+        """Validate, keep the model as the bundle if it is the best so far, log and checkpoint.
+
+        Returns:
+            The epoch's log record.
+        """
+        state, epoch = self.state, self.state["epoch"]
+        metrics = validate(self.model, self.vocab, self.ds)
+        record = {"epoch": epoch, "lr": self.opt.param_groups[0]["lr"], "loss": state["loss_sum"] / max(state["loss_n"], 1),
+                  "captions_per_s": round(seen / max(elapsed, 1e-9), 1), "val": metrics}
+        if metrics["rsum"] > state["best_rsum"]:
+            state["best_rsum"], state["best_epoch"] = metrics["rsum"], epoch
+            save_model(self.model, self.vocab, self.out, meta={"training": {
+                "preset": self.preset.name, "label": self.preset.label, "loss": str(self.loss_mode), "epoch": epoch,
+                "val": metrics, "config": self.config.identity(), "dataset": str(self.ds.path), "dataset_source": self.ds.source}})
+        with open(self.run / LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+        state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_n=0)
+        self.checkpoint()
+        return record
+
+    def fit(self, progress: bool, echo: Callable[[str], None]) -> int:
+        """Train up to ``config.epochs``; returns the number of epochs trained.
+
+        Raises:
+            KeyboardInterrupt: After checkpointing, when Ctrl-C was pressed.
+        """
+        epochs_run = 0
+        bar = _Progress(enabled=progress)
+        with _deterministic(self.device), bar, _Interrupt() as interrupt:
+            self.last_checkpoint = time.monotonic()
+            while self.state["epoch"] < self.config.epochs:
+                seen, elapsed = self.train_epoch(bar, interrupt)
+                record = self.end_epoch(seen, elapsed)
+                epochs_run += 1
+                best = "  (best)" if self.state["best_epoch"] == record["epoch"] else ""
+                bar.log(f"epoch {record['epoch'] + 1}/{self.config.epochs}  loss {record['loss']:.4f}  "
+                        f"{record['captions_per_s']:.0f} captions/s  val rsum {record['val']['rsum']:.1f}{best}", echo)
+                if interrupt.requested:
+                    raise KeyboardInterrupt
+        return epochs_run
 
 
 def train(
@@ -175,32 +385,18 @@ def train(
         What was trained and where it is.
 
     Raises:
-        InputError: Bad data, a preset the data cannot feed, or a run with other settings in
-            the way (its message says how to proceed).
+        InputError: Bad data, or a preset the data cannot feed.
+        RunConflictError: A run with other settings (or an unreadable checkpoint) in the way:
+            restart it or train into another bundle.
     """
     out = Path(out)
     preset = get_preset(preset) if isinstance(preset, str) else preset
     device = resolve_device(config.device)
-    ds = open_dataset(data)
-    _check_features(preset, ds)
-    for split in ("train", "val"):
-        if split not in ds.splits or not ds.split(split).captions:
-            raise InputError(f"{ds.path / DATASET_FILE} | no {split!r} split with captions (has {sorted(ds.splits)}) | expected 'train' and 'val' splits")
+    ds = _open_training_data(data, preset)
     loss_mode = LossMode(config.loss or preset.loss)
-    run = run_dir_for(out)
-    state_path = run / STATE_FILE
-    if restart and run.exists():
-        if not (run / STATE_FILE).exists() and any(run.iterdir()):
-            raise InputError(f"{run} | not a training run directory | expected {STATE_FILE} inside before deleting it")
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-
+    run = _prepare_run_dir(run_dir_for(out), restart)
     train_split = ds.split("train")
-    if state_path.exists():
-        vocab = Vocabulary.load(run / VOCAB_FILE)
-    else:
-        vocab = Vocabulary.build(train_split.captions, min_count=config.min_count)
-        write_file(run / VOCAB_FILE, vocab.save)
+    vocab = _run_vocabulary(run, train_split.captions, config.min_count)
     model_config = ModelConfig(
         spaces=preset.spaces, vocab_size=len(vocab),
         feature_dims={f: ds.feature_dims[f] for f in preset.features},
@@ -213,101 +409,22 @@ def train(
     torch.manual_seed(config.seed)
     model = JEMC(model_config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    state: dict[str, Any] = {"identity": identity, "epoch": 0, "step": 0, "best_rsum": -1.0, "best_epoch": -1,
-                             "loss_sum": 0.0, "loss_n": 0}
-    if state_path.exists():
-        saved = _read_state_meta(state_path)
-        if saved.get("identity") != identity:
-            diff = sorted(k for k in identity if saved.get("identity", {}).get(k) != identity[k])
-            raise InputError(f"{run} | a run with different settings ({', '.join(diff)}) | expected the same settings to resume; pass --restart to discard it or choose another --out")
-        state = _load_state(state_path, model, opt)
-        if state["epoch"] >= config.epochs:
-            echo(f"{out}: already trained ({state['epoch']} epochs, best rsum {state['best_rsum']:.1f} at epoch {state['best_epoch'] + 1})")
-            return TrainResult(out, state["best_epoch"], state["best_rsum"], 0, run / LOG_FILE)
+    state = _resume(run, identity, model, opt)
+    if state is None:
+        state = _new_state(identity)
+    elif state["epoch"] >= config.epochs:
+        echo(f"{out}: already trained ({state['epoch']} epochs, best rsum {state['best_rsum']:.1f} at epoch {state['best_epoch'] + 1})")
+        return TrainResult(out, state["best_epoch"], state["best_rsum"], 0, run / LOG_FILE)
+    else:
         echo(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step']}")
     _truncate_log(run / LOG_FILE, state["epoch"])
 
-    feats_np, masks_np = ds.gather(train_split.videos, model_config.features)
-    feats = {k: torch.from_numpy(v).to(device) for k, v in feats_np.items()}
-    masks = {k: torch.from_numpy(v).to(device) for k, v in masks_np.items()}
-    ids_np, lengths_np = vocab.encode_batch(train_split.captions)
-    ids, lengths = torch.from_numpy(ids_np).to(device), torch.from_numpy(lengths_np).to(device)
-    cap_video = torch.from_numpy(train_split.caption_video).to(device)
-    n_caps = len(lengths)
-    n_batches = (n_caps + config.batch_size - 1) // config.batch_size
-    space_params = [list(sp.parameters()) for sp in model.spaces.values()]
-
-    def step(rows: torch.Tensor) -> float:
-        vids = cap_video[rows]
-        f = {k: v[vids] for k, v in feats.items()}
-        m = {k: v[vids] for k, v in masks.items()}
-        lens = lengths[rows]
-        tok = ids[rows, : int(lens.max())]
-        total = torch.zeros((), device=device)
-        for sp in model.spaces.values():
-            v, a, present = sp.video_parts(f, m)
-            if a is not None:
-                total = total + ranking_loss(sp.fuse(v, a, present), sp.text(tok, lens), config.margin, loss_mode)
-                if int(present.sum()) >= 2:  # the video-audio pair loss of a shared space
-                    total = total + ranking_loss(v[present], a[present], config.margin, loss_mode)
-            else:
-                total = total + ranking_loss(v, sp.text(tok, lens), config.margin, loss_mode)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        for params in space_params:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        opt.step()
-        return float(total.detach())
-
-    epochs_run = 0
-    bar = _Progress(enabled=progress)
-    with _deterministic(device), bar, _Interrupt() as interrupt:
-        last_ckpt = time.monotonic()
-        while state["epoch"] < config.epochs:
-            epoch = state["epoch"]
-            for group in opt.param_groups:
-                group["lr"] = config.lr * config.lr_gamma ** (epoch // config.lr_step)
-            model.train()
-            order = _epoch_order(n_caps, config.seed, epoch)
-            bar.start_epoch(epoch, config.epochs, n_caps, done=min(state["step"] * config.batch_size, n_caps))
-            t0, seen = time.perf_counter(), 0
-            for b in range(state["step"], n_batches):
-                rows = order[b * config.batch_size:(b + 1) * config.batch_size].to(device)
-                if len(rows) >= 2:  # a single pair has no negatives
-                    state["loss_sum"] += step(rows)
-                    state["loss_n"] += len(rows)
-                seen += len(rows)
-                state["step"] = b + 1
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.advance(len(rows), state["loss_sum"] / max(state["loss_n"], 1), rate)
-                if interrupt.requested:
-                    _save_state(state_path, model, opt, state)
-                    raise KeyboardInterrupt
-                if time.monotonic() - last_ckpt >= config.checkpoint_seconds and b + 1 < n_batches:
-                    _save_state(state_path, model, opt, state)
-                    last_ckpt = time.monotonic()
-            elapsed = time.perf_counter() - t0
-            metrics = validate(model, vocab, ds)
-            record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"],
-                      "loss": state["loss_sum"] / max(state["loss_n"], 1),
-                      "captions_per_s": round(seen / max(elapsed, 1e-9), 1), "val": metrics}
-            if metrics["rsum"] > state["best_rsum"]:
-                state["best_rsum"], state["best_epoch"] = metrics["rsum"], epoch
-                save_model(model, vocab, out, meta={"training": {
-                    "preset": preset.name, "label": preset.label, "loss": str(loss_mode), "epoch": epoch,
-                    "val": metrics, "config": config.identity(), "dataset": str(ds.path), "dataset_source": ds.source}})
-            with open(run / LOG_FILE, "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
-            state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_n=0)
-            _save_state(state_path, model, opt, state)
-            last_ckpt = time.monotonic()
-            epochs_run += 1
-            bar.log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
-                    f"{record['captions_per_s']:.0f} captions/s  val rsum {metrics['rsum']:.1f}"
-                    + ("  (best)" if state["best_epoch"] == epoch else ""), echo)
-            if interrupt.requested:
-                raise KeyboardInterrupt
+    data_on_device = _TrainingSet.load(ds, train_split, vocab, model_config.features, device)
+    trainer = _Trainer(model, opt, config, loss_mode, data_on_device, state, device, run, out, preset, vocab, ds)
+    epochs_run = trainer.fit(progress, echo)
     return TrainResult(out, state["best_epoch"], state["best_rsum"], epochs_run, run / LOG_FILE)
+
+
 
 
 def _truncate_log(path: Path, epoch: int) -> None:

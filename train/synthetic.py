@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jemc_infer.config import DEFAULT_FEATURE_DIMS
+from jemc_infer.errors import InputError
 from jemc_infer.train.data import FeatureDataset, write_dataset
 
 OBJECTS = [
@@ -69,6 +70,18 @@ def _caption(rng: np.random.Generator, obj: int, colour: int, action: int, place
     return " ".join(text.split())
 
 
+def _check_settings(n_train: int, n_val: int, n_test: int, captions_per_video: int, dims: Mapping[str, int],
+                    noise: float, missing_audio: float) -> None:
+    problems = [f"{k}={v} (expected >= 1)" for k, v in
+                (("n_train", n_train), ("n_val", n_val), ("captions_per_video", captions_per_video)) if v < 1]
+    problems += [f"n_test={n_test} (expected >= 0)"] if n_test < 0 else []
+    problems += [f"feature_dims[{k!r}]={v} (expected >= 1)" for k, v in dims.items() if v < 1]
+    problems += [f"noise={noise} (expected >= 0)"] if not noise >= 0 else []
+    problems += [f"missing_audio={missing_audio} (expected 0 to 1)"] if not 0 <= missing_audio <= 1 else []
+    if problems:
+        raise InputError("synthetic dataset | " + "; ".join(problems) + " | expected valid settings")
+
+
 def synthesize(
     path: Path | str,
     n_train: int = 1000,
@@ -93,8 +106,13 @@ def synthesize(
 
     Returns:
         The written dataset.
+
+    Raises:
+        InputError: Listing every setting out of range (counts, widths, noise, fraction).
     """
     dims = {**DEFAULT_FEATURE_DIMS, **(feature_dims or {})}
+    _check_settings(n_train=n_train, n_val=n_val, n_test=n_test, captions_per_video=captions_per_video,
+                    dims=dims, noise=noise, missing_audio=missing_audio)
     rng = np.random.default_rng(seed)
     n = n_train + n_val + n_test
     latent = 24

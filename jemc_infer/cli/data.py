@@ -45,23 +45,18 @@ def synth(
     typer.echo(_summary(ds))
 
 
-def _import(out: Path, ann: Annotations, streams: dict[str, tuple[Path | None, str]], name: str) -> None:
-    from jemc_infer.train.data import write_dataset
-    from jemc_infer.train.formats import load_official_features
+def _import(out: Path, ann: Annotations, folders: dict[str, tuple[Path | None, str]], name: str) -> None:
+    """Import with the feature folders given on the command line (option name → (folder, kind))."""
+    from jemc_infer.train.formats import FeatureFolder, import_dataset
 
-    feats, masks = {}, {}
-    for feature, (directory, kind) in streams.items():
-        if directory is None:
-            continue
-        feats[feature], masks[feature], missing = load_official_features(ann.videos, directory, kind=kind)
-        if missing:
-            echo_err(f"{feature}: {len(missing)} of {len(ann.videos)} videos have no file in {directory} "
-                     f"(e.g. {missing[0]}); they get zero features and mask False")
-    if not feats:
-        raise fail("no feature folders given | expected at least one of --resnet, --i3d, --audio")
-    ds = write_dataset(out, ann.videos, feats, ann.captions, ann.splits, masks=masks, name=name,
-                       source={"format": "official-jemc", "folders": {k: str(v[0]) for k, v in streams.items() if v[0]}})
-    typer.echo(_summary(ds))
+    given = {feature: FeatureFolder(directory, kind) for feature, (directory, kind) in folders.items() if directory is not None}
+    if not given:
+        raise fail(f"no feature folders given | expected at least one of {', '.join('--' + f for f in folders)}")
+    result = import_dataset(out, ann, given, name)
+    for feature, missing in result.missing.items():
+        echo_err(f"{feature}: {len(missing)} of {len(ann.videos)} videos have no file in {given[feature].directory} "
+                 f"(e.g. {missing[0]}); they get zero features and mask False")
+    typer.echo(_summary(result.dataset))
 
 
 @app.command()

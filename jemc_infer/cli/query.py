@@ -10,8 +10,12 @@ from typing import Annotated
 import typer
 
 from jemc_infer.cli._common import echo_err, fail, handle_errors
+from jemc_infer.errors import InputError
 
 app = typer.Typer()
+
+# query()'s argument names → this command's options, for its SettingErrors
+FLAGS = {"model": "--model", "k": "-k", "space_weights": "--space-weights", "texts": "TEXT or --queries FILE"}
 
 
 def _shown(index: Path, rel: str) -> str:
@@ -36,6 +40,7 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per result.")] = False,
 ) -> None:
     """Rank the index's videos for TEXT (or each line of --queries): rank, score, path, duration."""
+    from jemc_infer.query import ModelMismatchError, SettingError
     from jemc_infer.query import query as run_query
 
     texts = [text] if text is not None else []
@@ -46,7 +51,13 @@ def query(
             raise fail(f"{queries} | unreadable ({err.strerror}) | expected a text file, one query per line") from None
     if not texts:
         raise fail("query | no text | expected a sentence (jemc-infer query \"a man cooking\") or --queries FILE")
-    hits, warnings = run_query(index, texts, k, model, space_weights, backend, device)
+    try:
+        hits, warnings = run_query(index, texts, k, model, space_weights, backend, device)
+    except SettingError as err:  # the same error, naming this command's option
+        raise InputError(f"{FLAGS.get(err.setting, err.setting)} | {err.got} | expected {err.expected}") from err
+    except ModelMismatchError as err:
+        raise InputError(f"{err.index_dir} | built with model {err.indexed} | expected the same model, got {err.given} "
+                         f"({err.given_path}): pass the --model the index was built with") from err
     for w in warnings:
         echo_err(f"warning: {w}")
     for t, rows in zip(texts, hits, strict=True):

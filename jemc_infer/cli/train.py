@@ -9,6 +9,7 @@ import typer
 
 from jemc_infer.cli._common import echo_err, handle_errors
 from jemc_infer.config import LossMode
+from jemc_infer.errors import InputError
 from jemc_infer.train.presets import PRESETS
 
 app = typer.Typer()
@@ -41,12 +42,16 @@ def train(
 
     Rerunning the same command after an interruption resumes from the last checkpoint.
     """
-    from jemc_infer.train.loop import TrainConfig
+    from jemc_infer.train.loop import RunConflictError, TrainConfig
     from jemc_infer.train.loop import train as run_training
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, loss=loss,
                          margin=margin, grad_clip=grad_clip, embed_dim=embed_dim, word_dim=word_dim,
                          min_count=min_count, seed=seed, checkpoint_seconds=checkpoint_seconds, device=device)
-    result = run_training(data, preset, out, config, restart=restart, progress=not quiet, echo=echo_err)
+    try:
+        result = run_training(data, preset, out, config, restart=restart, progress=not quiet, echo=echo_err)
+    except RunConflictError as err:  # the same error, naming this command's options
+        raise InputError(f"{err.where} | {err.got} | expected {err.expected}; pass --restart to discard it "
+                         "or choose another --out") from err
     typer.echo(f"{result.bundle}: best validation rsum {result.best_rsum:.1f} at epoch {result.best_epoch + 1} "
                f"(log: {result.log})")

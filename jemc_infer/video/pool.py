@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from jemc_infer.errors import InputError
 from jemc_infer.video.decode import Chunk, DecodeError, DecodeStats, VideoInfo, VideoReader
 from jemc_infer.video.sampling import Sampling
 
@@ -101,10 +102,12 @@ def decode_many(
         streams: Which of (object, activity, audio) to produce.
 
     Raises:
-        ValueError: If ``workers`` < 1.
+        InputError: If ``workers`` < 1 or ``time_limit`` is not > 0.
     """
     if workers < 1:
-        raise ValueError(f"workers | {workers} | expected >= 1")
+        raise InputError(f"decoder workers | {workers} | expected >= 1")
+    if not time_limit > 0:
+        raise InputError(f"decode time limit | {time_limit:g} s | expected > 0 seconds")
     ctx = mp.get_context("spawn")  # no fork: the parent may hold torch / CUDA state
     args = (sampling, streams, time_limit)
     pending = deque((i, str(p)) for i, p in enumerate(paths))
@@ -126,24 +129,13 @@ def decode_many(
                     continue
                 index = slot.task[0]
                 if slot.conn in ready:
-                    slot.stall = 0.0
-                    try:
-                        msg = slot.conn.recv()
-                    except (EOFError, OSError):
+                    event = _receive(slot, index)
+                    if event is None:  # the worker died: replace it
                         code = slot.proc.exitcode
                         slots[i] = _Slot(ctx, args)
                         slot.kill()
-                        yield Event(index, "failed", reason=f"decoder process died (exit code {code})")
-                        continue
-                    kind = msg[0]
-                    if kind == "chunk":
-                        yield Event(index, "chunk", chunk=msg[2])
-                    else:
-                        slot.task = None
-                        if kind == "done":
-                            yield Event(index, "done", info=msg[2], stats=msg[3])
-                        else:
-                            yield Event(index, "failed", reason=msg[2])
+                        event = Event(index, "failed", reason=f"decoder process died (exit code {code})")
+                    yield event
                 else:
                     slot.stall += waited
                     if slot.stall > time_limit:
@@ -151,13 +143,36 @@ def decode_many(
                         slots[i] = _Slot(ctx, args)
                         yield Event(index, "failed", reason=f"timed out: no progress for {time_limit:g} s (stopped)")
     finally:
-        for slot in slots:
-            if slot.task is not None:  # stopped early: it may be blocked sending to us
-                slot.kill()
-                continue
-            with contextlib.suppress(OSError):
-                slot.conn.send(None)
-            slot.proc.join(timeout=5)
-            if slot.proc.is_alive():
-                slot.proc.kill()
-            slot.conn.close()
+        _close(slots)
+
+
+def _receive(slot: _Slot, index: int) -> Event | None:
+    """The next event from a worker (decoding video ``index``) that has something to read; None
+    if it died (EOF)."""
+    slot.stall = 0.0
+    try:
+        msg = slot.conn.recv()
+    except (EOFError, OSError):
+        return None
+    kind = msg[0]
+    if kind == "chunk":
+        return Event(index, "chunk", chunk=msg[2])
+    slot.task = None
+    if kind == "done":
+        return Event(index, "done", info=msg[2], stats=msg[3])
+    return Event(index, "failed", reason=msg[2])
+
+
+def _close(slots: list[_Slot]) -> None:
+    """Stop the workers: idle ones are asked to exit, busy ones (stopped early: they may be
+    blocked sending to us) are killed."""
+    for slot in slots:
+        if slot.task is not None:
+            slot.kill()
+            continue
+        with contextlib.suppress(OSError):
+            slot.conn.send(None)
+        slot.proc.join(timeout=5)
+        if slot.proc.is_alive():
+            slot.proc.kill()
+        slot.conn.close()

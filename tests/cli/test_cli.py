@@ -60,6 +60,32 @@ def test_train_evaluate_table1(tiny_data: Path, tmp_path: Path) -> None:
     assert [row["preset"] for row in saved["rows"]] == ["audio", "jemc"]
 
 
+def test_a_run_with_other_settings_names_restart(tiny_data: Path, tmp_path: Path) -> None:
+    args = ["train", "--data", tiny_data, "--preset", "i3d", "--out", tmp_path / "m", "--epochs", 1, "--batch-size", 64,
+            "--min-count", 1, *TINY, "--quiet"]
+    assert _run(*args).exit_code == 0
+    _one_line_error(_run(*args, "--lr", "1e-3"), "different settings (train)", "pass --restart to discard it or choose another --out")
+    assert _run(*args, "--lr", "1e-3", "--restart").exit_code == 0
+
+
+def test_query_names_its_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library's errors name query()'s arguments; the command names its own options."""
+    import jemc_infer.query as library
+
+    def refuse(error: Exception):  # noqa: ANN202
+        def run(*args: object, **kwargs: object) -> None:
+            raise error
+        return run
+
+    monkeypatch.setattr(library, "query", refuse(library.SettingError("space_weights", "unknown space 'audio'", "names from ['object']")))
+    _one_line_error(_run("query", "a cat", "--index", tmp_path), "error: --space-weights | unknown space 'audio' | expected names")
+    monkeypatch.setattr(library, "query", refuse(library.SettingError("model", "none found (nothing given)", "a model bundle directory")))
+    _one_line_error(_run("query", "a cat", "--index", tmp_path), "error: --model | none found")
+    monkeypatch.setattr(library, "query", refuse(library.ModelMismatchError(tmp_path / "ix", "aaaa", "bbbb", tmp_path / "m")))
+    _one_line_error(_run("query", "a cat", "--index", tmp_path), "built with model aaaa", "got bbbb",
+                    "pass the --model the index was built with")
+
+
 def test_data_synth_and_info(tmp_path: Path) -> None:
     r = _run("data", "synth", "--out", tmp_path / "d", "--train", 20, "--val", 5, "--test", 5, "--resnet-dim", 8,
              "--i3d-dim", 4, "--audio-dim", 4)
@@ -124,21 +150,11 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_help_does_not_import_torch() -> None:
-    code = ("import sys, builtins\n"
-            "real = builtins.__import__\n"
-            "def guard(name, *a, **k):\n"
-            "    if name.split('.')[0] in ('torch', 'onnxruntime'):\n"
-            "        raise ModuleNotFoundError('No module named ' + repr(name), name=name)\n"
-            "    return real(name, *a, **k)\n"
-            "builtins.__import__ = guard\n"
-            "sys.argv = ['jemc-infer', '--help']\n"
-            "from jemc_infer.cli import app\n"
-            "app()\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    blocked = [sys.executable, Path(__file__).resolve().parents[1] / "support" / "block_imports.py", "torch,onnxruntime", "-m", "jemc_infer"]
+    out = subprocess.run([*blocked, "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "train" in out.stdout
-    code = code.replace("'--help'", "'train', '--data', 'x', '--preset', 'jemc', '--out', 'y'")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([*blocked, "train", "--data", "x", "--preset", "jemc", "--out", "y"], capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "error: torch | not installed | needed here: pip install 'jemc-infer[train]'"], out.stderr
 

@@ -11,35 +11,17 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-BLOCK_TORCH = """
-import builtins, sys
-real = builtins.__import__
-def guard(name, *a, **k):
-    if name.split('.')[0] in ('torch', 'torchvision', 'tensorrt', 'pycuda'):
-        raise ModuleNotFoundError('No module named ' + repr(name), name=name)
-    return real(name, *a, **k)
-builtins.__import__ = guard
-"""
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+BLOCKED = "torch,torchvision,tensorrt,pycuda"
 
-RUNTIME = BLOCK_TORCH + """
-import json
-import numpy as np
-from jemc_infer.bundle import read_bundle
-from jemc_infer.engines import open_engine
-bundle = read_bundle(sys.argv[1])
-text, why_text = open_engine(bundle.path, "text")
-ids, lengths = bundle.vocab.encode_batch(["a red dog is running", "someone is cooking"])
-t = text.run({"ids": ids, "lengths": lengths})
-video, why_video = open_engine(bundle.path, "video")
-feats = {i.name: (np.ones(3, bool) if i.dtype == "bool" else np.ones((3, i.shape[1]), np.float32)) for i in video.spec.inputs}
-v = video.run(feats)
-print(json.dumps({"text": {k: list(x.shape) for k, x in t.items()}, "video": {k: list(x.shape) for k, x in v.items()},
-                  "why": [why_text, why_video], "torch_loaded": "torch" in sys.modules}))
-"""
+
+def _run_blocked(*args: str | Path) -> subprocess.CompletedProcess:
+    """Run ``support/block_imports.py BLOCKED ARGS`` (a module or script with torch impossible to import)."""
+    return subprocess.run([sys.executable, SUPPORT / "block_imports.py", BLOCKED, *map(str, args)], capture_output=True, text=True)
 
 
 def test_runtime_runs_without_torch(exported_bundle: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", RUNTIME, str(exported_bundle)], capture_output=True, text=True)
+    out = _run_blocked(SUPPORT / "runtime_no_torch.py", exported_bundle)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["torch_loaded"] is False
@@ -49,8 +31,7 @@ def test_runtime_runs_without_torch(exported_bundle: Path) -> None:
 
 
 def test_cli_help_and_doctor_without_torch() -> None:
-    code = BLOCK_TORCH + "sys.argv = ['jemc-infer', 'doctor', '--json']\nfrom jemc_infer.cli import app\napp()\n"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = _run_blocked("-m", "jemc_infer", "doctor", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
     assert report["packages"]["torch"]["ok"] is False and "ModuleNotFoundError" in report["packages"]["torch"]["reason"]

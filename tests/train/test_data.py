@@ -49,8 +49,9 @@ def test_no_pickle_in_the_layout(tmp_path: Path) -> None:
 
 
 def test_missing_dataset_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"dataset\.json \| missing"):
+    with pytest.raises(InputError, match=r"dataset\.json \| missing") as missing:
         open_dataset(tmp_path)
+    assert "data synth" in str(missing.value) and "data msrvtt" in str(missing.value) and "data import" not in str(missing.value)
     with pytest.raises(InputError, match="not a directory"):
         open_dataset(tmp_path / "nope")
 
@@ -119,3 +120,12 @@ def test_synthetic_dataset_has_the_promised_structure(tiny_data: Path, tmp_path:
 
     again = synthesize(copy, **tiny_synth_args)
     assert np.array_equal(np.asarray(again.features["resnet"]), np.asarray(ds.features["resnet"]))
+
+
+def test_synthetic_settings_out_of_range_are_listed_at_once(tmp_path: Path) -> None:
+    from jemc_infer.train.synthetic import synthesize
+
+    with pytest.raises(InputError, match=r"synthetic dataset \| n_train=0 \(expected >= 1\); feature_dims\['i3d'\]=0 "
+                                         r"\(expected >= 1\); missing_audio=2 \(expected 0 to 1\) \| expected valid settings"):
+        synthesize(tmp_path / "d", n_train=0, feature_dims={"i3d": 0}, missing_audio=2)
+    assert not (tmp_path / "d").exists()

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from jemc_infer.errors import InputError
-from jemc_infer.train.formats import load_captions_jsonl, load_msrvtt, load_msvd, load_official_features
+from jemc_infer.train.formats import (
+    Annotations,
+    FeatureFolder,
+    import_dataset,
+    load_captions_jsonl,
+    load_msrvtt,
+    load_msvd,
+    load_official_features,
+)
 
 
 def _msrvtt_file(path: Path, split_of: dict[int, str]) -> Path:
@@ -71,6 +79,25 @@ def test_msvd_refusals(tmp_path: Path) -> None:
     caps.write_text("a_1_2 a dog\nb_1_2 a cat\n")
     with pytest.raises(InputError, match="not in"):
         load_msvd(caps, tmp_path / "m.txt", split_sizes=(1, 0, 1))
+    for sizes in ((1, 1), (1, -1, 2)):
+        with pytest.raises(InputError, match=r"MSVD split sizes \| \[.*\] \| expected three counts >= 0"):
+            load_msvd(caps, split_sizes=sizes)
+
+
+def test_import_dataset_reports_videos_without_files(tmp_path: Path) -> None:
+    ann = Annotations(videos=["video0", "video1", "video2"], captions=[(f"video{i}", f"a thing {i}") for i in range(3)],
+                      splits={"train": ["video0"], "val": ["video1"], "test": ["video2"]})
+    (tmp_path / "r").mkdir()
+    for i in (0, 2):
+        np.save(tmp_path / "r" / f"video{i}.npy", np.full((4, 6), float(i)))
+    result = import_dataset(tmp_path / "d", ann, {"resnet": FeatureFolder(tmp_path / "r")}, "msrvtt")
+    ds = result.dataset
+    assert result.missing == {"resnet": ["video1"]}
+    assert ds.name == "msrvtt" and ds.masks["resnet"].tolist() == [True, False, True]
+    assert ds.source == {"format": "official-jemc", "folders": {"resnet": str(tmp_path / "r")}}
+    with pytest.raises(InputError, match=r"feature folders \| none given \| expected at least one of resnet, i3d, audio"):
+        import_dataset(tmp_path / "d2", ann, {}, "msrvtt")
+    assert not (tmp_path / "d2").exists()
 
 
 def test_official_npy_features_prefixed_names_time_pooling_and_missing(tmp_path: Path) -> None:

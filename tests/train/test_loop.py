@@ -22,7 +22,7 @@ from jemc_infer.errors import InputError  # noqa: E402
 from jemc_infer.nn import JEMC, model_from_bundle  # noqa: E402
 from jemc_infer.text import Vocabulary  # noqa: E402
 from jemc_infer.train.data import open_dataset, write_dataset  # noqa: E402
-from jemc_infer.train.loop import load_log, run_dir_for, train, validate  # noqa: E402
+from jemc_infer.train.loop import RunConflictError, load_log, run_dir_for, train, validate  # noqa: E402
 
 
 def _weights(path: Path) -> dict[str, np.ndarray]:
@@ -50,18 +50,7 @@ def test_short_run_raises_validation_rsum(tiny_data: Path, tmp_path: Path, tiny_
     assert again["rsum"] == pytest.approx(result.best_rsum)
 
 
-_CHILD = """
-import sys, time
-import jemc_infer.train.loop as loop
-from jemc_infer.train.loop import TrainConfig, train
-save = loop._save_state
-def slow_save(*a, **k):
-    save(*a, **k)
-    time.sleep(0.15)  # widen the window so the parent can kill mid-epoch
-loop._save_state = slow_save
-config = TrainConfig(**__import__("json").loads(sys.argv[3]))
-train(sys.argv[1], "shared-resnet-audio", sys.argv[2], config, progress=False)
-"""
+TRAIN_SLOWLY = Path(__file__).resolve().parents[1] / "support" / "train_slowly.py"
 
 
 def _state(run: Path) -> dict:
@@ -85,7 +74,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_data: Path, tmp_path: 
 
     run = run_dir_for(tmp_path / "run")
     cfg_json = json.dumps({k: (str(v) if k == "loss" and v else v) for k, v in dataclasses.asdict(config).items()})
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tiny_data), str(tmp_path / "run"), cfg_json],
+    child = subprocess.Popen([sys.executable, TRAIN_SLOWLY, str(tiny_data), str(tmp_path / "run"), cfg_json],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and child.poll() is None:
@@ -119,8 +108,9 @@ def test_rerun_with_other_settings_is_refused_then_restart_works(tiny_data: Path
     again = train(tiny_data, "weighted-resnet", tmp_path / "m", config, progress=False, echo=lambda s: None)
     assert again.epochs_run == 0
     other = dataclasses.replace(config, lr=1e-3)
-    with pytest.raises(InputError, match=r"different settings \(train\).*--restart"):
+    with pytest.raises(RunConflictError, match=r"different settings \(train\).*restart the run") as refused:
         train(tiny_data, "weighted-resnet", tmp_path / "m", other, progress=False, echo=lambda s: None)
+    assert refused.value.differences == ("train",) and "--" not in str(refused.value)  # library terms, no CLI flag
     redone = train(tiny_data, "weighted-resnet", tmp_path / "m", other, restart=True, progress=False, echo=lambda s: None)
     assert redone.epochs_run == 1
     longer = train(tiny_data, "weighted-resnet", tmp_path / "m", dataclasses.replace(other, epochs=2),

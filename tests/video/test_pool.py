@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from support.corpus import make_fifo
 
+from jemc_infer.errors import InputError
 from jemc_infer.video.decode import VideoReader
 from jemc_infer.video.pipeline import extract_features
 from jemc_infer.video.pool import decode_many
@@ -44,6 +45,16 @@ def test_a_hung_file_is_stopped_and_the_run_goes_on(videos: dict[str, Path], tmp
     assert out[0][0] == "failed" and out[0][1].startswith("timed out: no progress for 2 s")
     assert out[1][0] == out[2][0] == "done"  # the replacement worker carried on
     assert time.monotonic() - t < 30
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"workers": 0}, r"decoder workers \| 0 \| expected >= 1"),
+    ({"time_limit": 0.0}, r"decode time limit \| 0 s \| expected > 0 seconds"),
+])
+def test_bad_settings_are_input_errors(videos: dict[str, Path], kw: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        next(decode_many([videos["h264.mp4"]], Sampling(), **kw))
     assert not multiprocessing.active_children()
 
 
