@@ -45,6 +45,7 @@ def embed(
     from jemc_infer.collection import Options
     from jemc_infer.embed import embed as run_embed
     from jemc_infer.embed import model_for_index
+    from jemc_infer.query import SettingError
 
     options = Options(workers=workers, time_limit=time_limit, frame_batch=batch_size, clip_batch=max(1, batch_size // 4))
     skipped = lambda todo, done: f"{done} videos already in the index unchanged: skipped" if done else None  # noqa: E731
@@ -55,6 +56,8 @@ def embed(
                           on_event=progress)
     except SettingsMismatchError as err:
         raise fail(f"{err} (jemc-infer embed ... --index NEW_DIR)") from None
+    except SettingError as err:  # the model was not found: name this command's option
+        raise fail(f"--model | {err.got} | expected {err.expected}") from None
     r = s.run
     if as_json:
         typer.echo(json.dumps({"index": str(index), "embedded": r.done, "skipped": r.skipped, "failed": r.failed,

@@ -83,6 +83,10 @@ def features(
             summary = extract_dataset(videos, ann, out, encoder, meta, options=options, restart=restart, on_event=progress)
     except SettingsMismatchError as err:
         raise fail(f"{err} (--restart, or another --out)") from None
+    _report(summary, videos, work_dir_for(out), random_init)
+
+
+def _report(summary, videos: Path, work: Path, random_init: bool) -> None:  # noqa: ANN001
     ds = summary.dataset
     dims = ", ".join(f"{k} {d}-d ({int(ds.masks[k].sum())} present)" for k, d in ds.feature_dims.items())
     typer.echo(f"{ds.path}: {len(ds.videos)} videos, {summary.extracted} extracted now, {summary.skipped} from earlier runs; "
@@ -91,5 +95,5 @@ def features(
     if summary.missing:
         echo_err(f"{len(summary.missing)} annotated videos have no file in {videos} (e.g. {summary.missing[0]}): zero features, masked")
     if summary.failed:
-        echo_err(f"{len(summary.failed)} videos failed; reasons in {work_dir_for(out) / 'status.sqlite'} (table videos)")
+        echo_err(f"{len(summary.failed)} videos failed; reasons in {work / 'status.sqlite'} (table videos)")
     exit_for(len(summary.failed))

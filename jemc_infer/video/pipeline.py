@@ -160,9 +160,9 @@ def extract_features(
         workers: Decoder processes.
         time_limit: Seconds of decoding per file before it is stopped and reported.
         frame_batch: Frames per object-backbone batch. ``clip_batch`` likewise.
-        audio_window: Seconds of audio per pass of the audio backbone. SoundNet's receptive field
-            spans seconds, so a track up to this long is encoded whole, as the original feature
-            extraction did; longer ones in windows of this length (memory stays bounded).
+        audio_window: Seconds of audio per audio-backbone pass: SoundNet's receptive field spans
+            seconds, so a track this long is encoded whole (as the original extraction did),
+            longer ones in windows (memory stays bounded).
         keep_windows: Also return each window's output with its time (``VideoResult.windows``).
 
     Raises:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import child_env
 
 from jemc_infer.errors import InputError, SettingsMismatchError
 from jemc_infer.index.store import Index, VideoRecord
@@ -75,18 +76,10 @@ def test_other_settings_are_refused_with_what_differs(tmp_path: Path) -> None:
         ix.add_shard(rows(2), [rec("a.mp4")])
 
 
-_HOLDER = """
-import sys, time
-from jemc_infer.index.store import Index
-ix = Index.open(sys.argv[1], {settings!r}, writer=True)
-print("locked", flush=True)
-time.sleep(60)
-"""
-
-
 def test_one_writer_and_a_killed_writers_lock_is_taken_over(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER.format(settings=SETTINGS), str(tmp_path / "ix")],
-                              stdout=subprocess.PIPE, text=True)
+    Index.open(tmp_path / "ix", SETTINGS, writer=True).close()
+    holder = subprocess.Popen([sys.executable, "-m", "support.lock_holder", str(tmp_path / "ix" / "lock")],
+                              stdout=subprocess.PIPE, text=True, env=child_env())
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(InputError, match=rf"being written by pid {holder.pid} \| expected one writer at a time"):
         Index.open(tmp_path / "ix", SETTINGS, writer=True)
