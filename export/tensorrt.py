@@ -32,7 +32,8 @@ from jemc_infer.atomic import write_file
 from jemc_infer.engines.tensorrt import errors_text, find_engine, make_logger, require_cuda, require_tensorrt, this_machine
 from jemc_infer.errors import BundleError, InputError, JemcError
 from jemc_infer.export.specs import ShapeLimits
-from jemc_infer.manifest import GraphSpec, graph_entry, read_manifest, update_manifest, verified_file
+from jemc_infer.manifest import graph_entry, read_manifest, update_manifest, verified_file
+from jemc_infer.specs import GraphSpec
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -116,9 +117,9 @@ def build_engine(bundle: Path, graph: str, precision: str = "fp16", limits: Shap
     onnx_path = verified_file(bundle, entry)
     onnx_bytes = onnx_path.read_bytes()  # parsed from these bytes: check them, not the file again
     onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
-    if onnx_sha != next(iter(entry["files"].values())):
+    if onnx_sha != entry.sha256:
         raise BundleError(f"{onnx_path} | changed while being read | expected the file the manifest records; retry")
-    spec = GraphSpec.from_json(entry["spec"])
+    spec = entry.spec
     here = this_machine()
     started = time.monotonic()
 

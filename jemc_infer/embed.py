@@ -28,7 +28,6 @@ from jemc_infer.video.pipeline import VideoResult, extract_features
 from jemc_infer.video.sampling import Sampling, i3d_input, resnet_input
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "wmv", "3gp", "ts", "ogv")
-STREAM_GRAPH = {"resnet": "object", "i3d": "activity", "audio": "audio"}
 
 
 def scan(inputs: Sequence[Path | str], extensions: Iterable[str] = VIDEO_EXTENSIONS) -> tuple[list[Path], list[str]]:
@@ -92,10 +91,10 @@ class EngineEncoder:
         self.engines = engines
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
-        return self.engines["object"].run({"frames": resnet_input(frames)})["features"]
+        return self.engines["resnet"].run({"frames": resnet_input(frames)})["features"]
 
     def encode_clips(self, clips: np.ndarray) -> np.ndarray:
-        return self.engines["activity"].run({"clips": i3d_input(clips)})["features"]
+        return self.engines["i3d"].run({"clips": i3d_input(clips)})["features"]
 
     def encode_audio(self, wave: np.ndarray) -> np.ndarray:
         if len(wave) < SOUNDNET_MIN_EXPORT_SAMPLES:  # too short for the exported graph: repeat it
@@ -119,10 +118,9 @@ class EmbedSummary:
 def index_settings(bundle: Bundle, sampling: Sampling, dtype: str) -> dict[str, Any]:
     """What an index's rows depend on; an index refuses rows made with anything else."""
     backbones = {}
-    for stream in bundle.config.features:
-        graph = STREAM_GRAPH[stream]
+    for graph in bundle.config.features:  # each feature's backbone graph has the feature's name
         try:
-            backbones[graph] = sorted(graph_entry(bundle.path, graph)["files"].values())[0]
+            backbones[graph] = graph_entry(bundle.path, graph).sha256
         except Exception:  # noqa: BLE001 - reported by open_engine with the command that fixes it
             backbones[graph] = None
     return {"model": bundle.fingerprint, "layout": [[s.name, bundle.config.embed_dim] for s in bundle.config.spaces],
@@ -176,11 +174,11 @@ def embed(
     streams = list(bundle.config.features)
     engines: dict[str, Engine] = {}
     try:
-        for graph in [STREAM_GRAPH[s] for s in streams] + ["video"]:
+        for graph in [*streams, "video"]:
             engines[graph], why = open_engine(bundle.path, graph, backend=backend, device=device)
             summary.engines.append(why)
         for stream in streams:  # the backbones must feed the heads the widths they were trained on
-            out = engines[STREAM_GRAPH[stream]].spec.outputs[0].shape[-1]
+            out = engines[stream].spec.outputs[0].shape[-1]
             if out != bundle.config.feature_dims[stream]:
                 raise InputError(f"{bundle.path} | {stream} backbone gives {out}-d features | expected "
                                  f"{bundle.config.feature_dims[stream]}-d as the model was trained: train on features "

@@ -37,6 +37,7 @@ import numpy as np
 from jemc_infer.atomic import fsync_dir
 from jemc_infer.errors import IndexCorruptError, InputError
 from jemc_infer.index.source import Shard
+from jemc_infer.specs import OLD_GRAPH_NAMES
 
 INDEX_FORMAT = "jemc-index/1"
 MANIFEST, SHARDS, LOCK = "manifest.sqlite", "shards", "lock"
@@ -139,9 +140,9 @@ class Index:
         if meta.get("format") != INDEX_FORMAT:
             _release_lock(lock_fd)
             raise IndexCorruptError(f"{db_path} | format {meta.get('format')!r} | expected {INDEX_FORMAT!r}")
-        stored = json.loads(meta["settings"])
+        stored = _current_names(json.loads(meta["settings"]))
         if settings is not None:
-            settings = json.loads(json.dumps(settings, sort_keys=True))
+            settings = _current_names(json.loads(json.dumps(settings, sort_keys=True)))
             diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
             if diff:
                 _release_lock(lock_fd)
@@ -296,6 +297,13 @@ class Index:
     def _check_writer(self) -> None:
         if self._lock_fd is None:
             raise InputError(f"{self.path} | opened read-only | expected Index.open(..., writer=True) to write")
+
+
+def _current_names(settings: dict[str, Any]) -> dict[str, Any]:
+    """Indexes made before the backbone graphs took their features' names keyed them object/activity."""
+    if isinstance(settings.get("backbones"), dict):
+        settings["backbones"] = {OLD_GRAPH_NAMES.get(k, k): v for k, v in settings["backbones"].items()}
+    return settings
 
 
 def _describe(settings: dict[str, Any], keys: list[str]) -> str:

@@ -22,7 +22,7 @@ from jemc_infer.errors import BackendUnavailableError, BundleError, InputError  
 from jemc_infer.export import tensorrt as trt_export  # noqa: E402
 from jemc_infer.export.specs import ShapeLimits  # noqa: E402
 from jemc_infer.export.tensorrt import build_engine, engine_key  # noqa: E402
-from jemc_infer.manifest import read_manifest, update_manifest  # noqa: E402
+from jemc_infer.manifest import graph_entry, read_manifest, update_manifest  # noqa: E402
 
 _HARNESS = Path(__file__).parents[1] / "fakes" / "harness.py"
 harness = sys.modules.get("jemc_trt_harness")
@@ -67,7 +67,8 @@ def calibration_batches(n: int = 3, batch: int = 16):  # noqa: ANN201
 def test_build_records_what_the_engine_is_bound_to(gpu, bundle: Path, precision: str, flags: list[str]) -> None:
     entry = build_engine(bundle, "text", precision)
     graph = read_manifest(bundle)["graphs"]["text"]
-    onnx_sha = graph["files"]["onnx/text.onnx"]
+    onnx_sha = graph_entry(bundle, "text").sha256
+    assert onnx_sha == graph["files"]["onnx/text.onnx"]
     key = engine_key(onnx_sha, "10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0", precision, entry["profiles"])
     assert read_manifest(bundle)["engines"] == {key: entry}
     assert entry["file"] == f"engines/{key}.plan" and len(key) == 16
@@ -277,3 +278,4 @@ def test_real_tensorrt_build_matches_onnxruntime(bundle: Path, precision: str) -
             want = dict(zip([o.name for o in session.get_outputs()], session.run(None, batch), strict=True))
             for name in want:
                 np.testing.assert_allclose(got[name], want[name], atol=atol)
+
