@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from jemc_infer.cli import _common
 from jemc_infer.cli._common import echo_err, fail, handle_errors
+
+if TYPE_CHECKING:
+    from jemc_infer.bundle import Bundle
+    from jemc_infer.export.specs import ShapeLimits
 
 app = typer.Typer()
 
@@ -48,10 +53,12 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="tensorrt: int8 engines for text and video, calibrated on --calibration.")] = False,
     calibration: Annotated[Path | None, typer.Option(help="Feature dataset whose train split calibrates int8.")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Held-out feature dataset (test split) for fp16 retrieval parity.")] = None,
-    backbones: Annotated[bool, typer.Option("--backbones/--no-backbones", help="Also export ResNet-152, I3D/S3D and SoundNet.")] = True,
+    backbones: Annotated[bool, typer.Option("--backbones/--no-backbones",
+                                            help="Also export the backbone graphs resnet (ResNet-152), i3d (I3D or S3D) and "
+                                                 "audio (SoundNet).")] = True,
     weights: Annotated[Path | None, typer.Option(help="Folder with the backbone weights (else $JEMC_WEIGHTS, torchvision's cache).")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="Random backbones (tests, demos): recorded in the manifest.")] = False,
-    activity: Annotated[str, typer.Option(help="Activity backbone: i3d or s3d.")] = "i3d",
+    activity: Annotated[str, typer.Option(help="The network of the i3d graph (activity clip features): i3d or s3d.")] = "i3d",
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the graphs are checked (and engines built) for.")] = 64,
     max_seq: Annotated[int, typer.Option(min=2, help="Longest caption in tokens, <start> and <end> included.")] = 64,
 ) -> None:
@@ -71,11 +78,15 @@ def export(
     if to == "onnx":
         if int8:
             raise fail("--int8 | with --to onnx | expected --to tensorrt (int8 is a TensorRT build)")
-        from jemc_infer.export.onnx import export_bundle
-        from jemc_infer.nn.backbones import load_backbones
-        nets = load_backbones(weights, random_init=random_init, activity=activity) if backbones else None
-        records = export_bundle(b, limits, fp16=fp16, eval_data=eval_data, backbones=nets, echo=echo_err)
-        typer.echo(f"{b.path}: exported {', '.join(records)} (manifest: {b.path / 'manifest.json'})")
+        if fp16 and eval_data is None:
+            raise fail("--fp16 | no held-out data | expected --eval-data DATA (a feature dataset with a test split): "
+                       "fp16 graphs are only kept if R@1/5/10 move by at most 0.5 points")
+        nets = None
+        if backbones:
+            from jemc_infer.nn.backbones import load_backbones
+
+            nets = load_backbones(weights, random_init=random_init, activity=activity)
+        _export_onnx(b, limits, fp16, eval_data, nets)
         return
     from jemc_infer.export.tensorrt import build_engine
     from jemc_infer.manifest import read_manifest
@@ -93,3 +104,18 @@ def export(
         typer.echo(f"{graph}: TensorRT {entry['tensorrt']} {p} engine for {entry['gpu']} ({entry['file']})")
     if int8:
         echo_err("backbone graphs were built fp16: int8 calibration is from features and captions only")
+
+
+def _export_onnx(b: Bundle, limits: ShapeLimits, fp16: bool, eval_data: Path | None, nets: Any) -> None:
+    """One line per graph on stderr, the summary on stdout; what torch's exporter said only with
+    --debug, or before the error when a graph is refused."""
+    from jemc_infer.export.onnx import ParityError, export_bundle
+
+    try:
+        records = export_bundle(b, limits, fp16=fp16, eval_data=eval_data, backbones=nets, echo=echo_err,
+                                show_exporter_output=_common.DEBUG)
+    except ParityError as err:
+        if err.details:
+            echo_err("torch's exporter said:\n" + "\n".join(f"  {line}" for line in err.details))
+        raise
+    typer.echo(f"{b.path}: exported {', '.join(records)} (manifest: {b.path / 'manifest.json'})")

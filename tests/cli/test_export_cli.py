@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +28,50 @@ def _one_line_error(result, *fragments: str) -> None:  # noqa: ANN001
         assert f in lines[0], (f, lines[0])
 
 
-def test_export_onnx(tiny_bundle: Path, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def warnings_printed() -> Iterator[None]:
+    """Warnings printed to stderr as a terminal shows them (pytest otherwise records them itself)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def test_export_onnx_prints_one_line_per_graph(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "model"
     shutil.copytree(tiny_bundle, bundle)
-    r = runner.invoke(app, ["export", str(bundle), "--no-backbones", "--max-batch", "9", "--max-seq", "12"])
+    args = ["export", str(bundle), "--no-backbones", "--max-batch", "9", "--max-seq", "12"]
+    with warnings_printed():
+        r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert "exported text, video" in r.stdout and "max |diff|" in r.stderr
+    assert r.stdout.splitlines() == [f"{bundle}: exported text, video (manifest: {bundle / 'manifest.json'})"]
+    lines = r.stderr.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["text", "video"] and all("max |diff|" in ln for ln in lines), r.stderr
+    assert "Warning" not in r.output and "axis name" not in r.output
     m = json.loads((bundle / "manifest.json").read_text())
     assert set(m["graphs"]) == {"text", "video"} and all(g["parity"]["passed"] for g in m["graphs"].values())
+    with warnings_printed():  # --debug: the exporter's own output too
+        r = runner.invoke(app, ["--debug", *args, "--max-batch", "5"])
+    assert r.exit_code == 0, r.output
+    assert "Warning" in r.stderr and len(r.stderr.splitlines()) > 2
+
+
+def test_a_refused_graph_shows_what_the_exporter_said(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jemc_infer.export import onnx as onnx_export
+
+    bundle = tmp_path / "model"
+    shutil.copytree(tiny_bundle, bundle)
+    monkeypatch.setattr(onnx_export, "FP32_TOLERANCE", 0.0)  # nothing passes
+    with warnings_printed():
+        r = runner.invoke(app, ["export", str(bundle), "--no-backbones", "--max-batch", "3", "--max-seq", "4"])
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.splitlines()
+    assert lines[0] == "torch's exporter said:" and "Warning" in r.stderr
+    assert lines[-1].startswith("error: text graph | max |torch - onnxruntime|") and not (bundle / "manifest.json").exists()
 
 
 def test_export_refusals(tiny_bundle: Path, tmp_path: Path) -> None:
