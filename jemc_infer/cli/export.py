@@ -17,33 +17,6 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 
-def _calibration(data: Path, graph: str, bundle, batches: int, batch_size: int):  # noqa: ANN001, ANN202
-    """Int8 calibration batches for the text or video graph from a feature dataset's train split."""
-    import numpy as np
-
-    from jemc_infer.train.data import open_dataset
-
-    ds = open_dataset(data)
-    split = ds.split("train")
-    rng = np.random.default_rng(0)
-
-    def make():  # noqa: ANN202
-        for _ in range(batches):
-            if graph == "text":
-                rows = rng.choice(len(split.captions), size=min(batch_size, len(split.captions)), replace=False)
-                ids, lengths = bundle.vocab.encode_batch([split.captions[i] for i in rows])
-                yield {"ids": ids, "lengths": lengths}
-            else:
-                rows = rng.choice(split.videos, size=min(batch_size, len(split.videos)), replace=False)
-                feats, masks = ds.gather(rows, bundle.config.features)
-                paired = sorted({f for s in bundle.config.spaces for f in s.paired})
-                yield {**feats, **{f"{f}_mask": masks[f] for f in paired}}
-
-    info = {"data": str(ds.path), "split": "train", "batches": batches, "batch_size": batch_size, "seed": 0,
-            "sampling": "random rows of the split (captions for text, videos for video)"}
-    return make, info
-
-
 @app.command()
 @handle_errors
 def export(
@@ -88,22 +61,9 @@ def export(
             nets = load_backbones(weights, random_init=random_init, activity=activity)
         _export_onnx(b, limits, fp16, eval_data, nets)
         return
-    from jemc_infer.export.tensorrt import build_engine
-    from jemc_infer.manifest import read_manifest
-
-    graphs = [k for k, v in read_manifest(b.path)["graphs"].items() if v["precision"] == "fp32"]
-    if not graphs:
-        raise fail(f"{b.path} | no exported ONNX graph | expected `jemc-infer export {b.path}` first")
     if int8 and calibration is None:
         raise fail("--int8 | no calibration data | expected --calibration DATA (a feature dataset)")
-    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-    for graph in graphs:
-        p = precision if (precision != "int8" or graph in ("text", "video")) else "fp16"
-        calib = _calibration(calibration, graph, b, batches=16, batch_size=min(32, max_batch)) if p == "int8" else (None, None)  # type: ignore[arg-type]
-        entry = build_engine(b.path, graph, p, limits, calibration=calib[0], calibration_info=calib[1])
-        typer.echo(f"{graph}: TensorRT {entry['tensorrt']} {p} engine for {entry['gpu']} ({entry['file']})")
-    if int8:
-        echo_err("backbone graphs were built fp16: int8 calibration is from features and captions only")
+    _build_engines(b, "int8" if int8 else "fp16" if fp16 else "fp32", limits, calibration)
 
 
 def _export_onnx(b: Bundle, limits: ShapeLimits, fp16: bool, eval_data: Path | None, nets: Any) -> None:
@@ -119,3 +79,14 @@ def _export_onnx(b: Bundle, limits: ShapeLimits, fp16: bool, eval_data: Path | N
             echo_err("torch's exporter said:\n" + "\n".join(f"  {line}" for line in err.details))
         raise
     typer.echo(f"{b.path}: exported {', '.join(records)} (manifest: {b.path / 'manifest.json'})")
+
+
+def _build_engines(b: Bundle, precision: str, limits: ShapeLimits, calibration: Path | None) -> None:
+    from jemc_infer.export.tensorrt import build_engines
+
+    def built(graph: str, entry: dict[str, Any]) -> None:
+        typer.echo(f"{graph}: TensorRT {entry['tensorrt']} {entry['precision']} engine for {entry['gpu']} ({entry['file']})")
+
+    records = build_engines(b.path, precision, limits, calibration_data=calibration, on_built=built)
+    if precision == "int8" and any(r["precision"] != "int8" for r in records.values()):
+        echo_err("backbone graphs were built fp16: int8 calibration is from features and captions only")

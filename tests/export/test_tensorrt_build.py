@@ -279,3 +279,28 @@ def test_real_tensorrt_build_matches_onnxruntime(bundle: Path, precision: str) -
             for name in want:
                 np.testing.assert_allclose(got[name], want[name], atol=atol)
 
+
+# --- every graph of a bundle ----------------------------------------------------------------------------------
+
+
+def test_engine_precision_keeps_int8_where_there_is_calibration_data() -> None:
+    assert [trt_export.engine_precision(g, "int8") for g in ("text", "video", "resnet", "i3d", "audio")] == \
+        ["int8", "int8", "fp16", "fp16", "fp16"]
+    assert trt_export.engine_precision("resnet", "fp32") == "fp32" and trt_export.engine_precision("text", "fp16") == "fp16"
+
+
+def test_build_engines_builds_every_exported_graph(gpu, bundle: Path, tmp_path: Path) -> None:
+    from jemc_infer.train.synthetic import synthesize
+
+    with pytest.raises(InputError, match=r"int8 engines \| no calibration data \| expected a feature dataset"):
+        trt_export.build_engines(bundle, "int8")
+    data = synthesize(tmp_path / "data", n_train=40, n_val=2, n_test=2, captions_per_video=3,
+                      feature_dims={"resnet": 12, "i3d": 6, "audio": 4}, seed=3)
+    built = []
+    records = trt_export.build_engines(bundle, "int8", ShapeLimits(max_batch=16, max_seq=24), calibration_data=data.path,
+                                       calibration_count=3, on_built=lambda g, r: built.append((g, r["precision"])))
+    assert built == [("text", "int8")] and set(records) == {"text"}
+    calib = records["text"]["calibration"]
+    assert calib["batches"] == 3 and calib["shapes"] == {"ids": [16, 24], "lengths": [16]} and calib["info"]["split"] == "train"
+    with pytest.raises(BundleError, match=r"no exported ONNX graph \| expected the graphs exported first"):
+        trt_export.build_engines(tmp_path / "data", "fp16")
