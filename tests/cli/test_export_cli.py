@@ -65,13 +65,21 @@ def test_a_refused_graph_shows_what_the_exporter_said(tiny_bundle: Path, tmp_pat
 
     bundle = tmp_path / "model"
     shutil.copytree(tiny_bundle, bundle)
-    monkeypatch.setattr(onnx_export, "FP32_TOLERANCE", 0.0)  # nothing passes
+    real = onnx_export.check_parity
+
+    def nothing_passes_for_video(module, path, spec, cases, tolerance, relative=False):  # noqa: ANN001, ANN202
+        return real(module, path, spec, cases, 0.0 if spec.name == "video" else tolerance, relative)
+
+    # The video graph is refused (text passes): a text export left last in this process makes the next text
+    # export specialise its seq axis (a torch exporter quirk, seen at the base commit too), which the
+    # session's later bundle fixtures would trip over.
+    monkeypatch.setattr(onnx_export, "check_parity", nothing_passes_for_video)
     with warnings_printed():
-        r = runner.invoke(app, ["export", str(bundle), "--no-backbones", "--max-batch", "3", "--max-seq", "4"])
+        r = runner.invoke(app, ["export", str(bundle), "--no-backbones", "--max-batch", "9", "--max-seq", "12"])
     assert r.exit_code == 1, r.output
     lines = r.stderr.splitlines()
-    assert lines[0] == "torch's exporter said:" and "Warning" in r.stderr
-    assert lines[-1].startswith("error: text graph | max |torch - onnxruntime|") and not (bundle / "manifest.json").exists()
+    assert lines[0].startswith("text: ") and lines[1] == "torch's exporter said:" and "Warning" in r.stderr
+    assert lines[-1].startswith("error: video graph | max |torch - onnxruntime|") and not (bundle / "manifest.json").exists()
 
 
 def test_export_refusals(tiny_bundle: Path, tmp_path: Path) -> None:
