@@ -65,7 +65,7 @@ def main() -> None:
             from jemc_infer.nn.backbones import load_backbones
 
             backbones = load_backbones(random_init=True)
-        only = ("text", "video") + (("object", "activity", "audio") if backbones else ())
+        only = ("text", "video") + (("resnet", "i3d", "audio") if backbones else ())
         export_bundle(bundle, ShapeLimits(max_frames=8, max_clips=2), backbones=backbones, only=only, echo=lambda s: None)
         engines = {"onnxruntime": lambda g: OnnxruntimeEngine.from_bundle(bundle, g),
                    "torch": lambda g: TorchEngine.from_bundle(bundle, g, "cpu", backbones)}
@@ -86,7 +86,7 @@ def main() -> None:
         text["speedup_batch64"] = round(text["onnxruntime"]["batch64_captions_per_s"] / text["torch"]["batch64_captions_per_s"], 2)
         results["text_encoder (2 spaces, 12 tokens)"] = text
         if backbones:
-            cases = {"object": ("frames", (8, 3, 224, 224), 5), "activity": ("clips", (2, 3, 16, 224, 224), 3),
+            cases = {"resnet": ("frames", (8, 3, 224, 224), 5), "i3d": ("clips", (2, 3, 16, 224, 224), 3),
                      "audio": ("wave", (1, 22_050 * 8), 10)}
             for graph, (inp, shape, iters) in cases.items():
                 x = {inp: rng.standard_normal(shape).astype(np.float32)}

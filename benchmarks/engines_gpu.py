@@ -54,7 +54,7 @@ def main() -> None:
         try:
             from jemc_infer.export.tensorrt import build_engine
 
-            for graph in ("text", "video", "object", "activity", "audio"):
+            for graph in ("text", "video", "resnet", "i3d", "audio"):
                 build_engine(bundle, graph, "fp16", limits)
             out["tensorrt"] = "built fp16 engines"
         except JemcError as err:
@@ -62,8 +62,8 @@ def main() -> None:
         ids = rng.integers(4, 10_000, size=(64, 12), dtype=np.int64)
         cases = {"text b1": ("text", {"ids": ids[:1], "lengths": np.array([12], np.int64)}, 1),
                  "text b64": ("text", {"ids": ids, "lengths": np.full(64, 12, np.int64)}, 64),
-                 "object b32": ("object", {"frames": rng.standard_normal((32, 3, 224, 224)).astype(np.float32)}, 32),
-                 "activity b8": ("activity", {"clips": rng.standard_normal((8, 3, 16, 224, 224)).astype(np.float32)}, 8)}
+                 "resnet b32": ("resnet", {"frames": rng.standard_normal((32, 3, 224, 224)).astype(np.float32)}, 32),
+                 "i3d b8": ("i3d", {"clips": rng.standard_normal((8, 3, 16, 224, 224)).astype(np.float32)}, 8)}
         gpu_nets = load_backbones(random_init=True, device="cuda")
         for label, (graph, x, n) in cases.items():
             row = {}

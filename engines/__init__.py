@@ -48,7 +48,7 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
 
     Args:
         bundle: The model bundle (exported graphs and engines are read from its manifest).
-        graph: ``text``, ``video``, ``object``, ``activity`` or ``audio``.
+        graph: ``text``, ``video``, or a backbone graph: ``resnet``, ``i3d`` or ``audio``.
         backend: ``auto``, ``tensorrt``, ``onnxruntime`` or ``torch``. Defaults to ``auto``.
         device: ``auto``, ``cpu`` or ``cuda``. Defaults to ``auto`` (a GPU when one really works).
         precision: ``auto`` (fp16 on a GPU where exported, else fp32), ``fp32`` or ``fp16``.
@@ -63,11 +63,11 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
             ``auto``, none could (with every reason).
     """
     if backend not in BACKENDS:
-        raise InputError(f"--backend | {backend!r} | expected one of {', '.join(BACKENDS)}")
+        raise InputError(f"backend | {backend!r} | expected one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
-        raise InputError(f"--device | {device!r} | expected one of {', '.join(DEVICES)}")
+        raise InputError(f"device | {device!r} | expected one of {', '.join(DEVICES)}")
     if precision not in ("auto", "fp32", "fp16"):
-        raise InputError(f"--precision | {precision!r} | expected auto, fp32 or fp16")
+        raise InputError(f"precision | {precision!r} | expected auto, fp32 or fp16")
     bundle = Path(bundle)
     gpu_precision = "fp32" if precision == "fp32" else "fp16"
     cpu_precision = "fp16" if precision == "fp16" else "fp32"
@@ -82,7 +82,7 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
     if backend in ("auto", "torch"):
         tries.append((f"torch {device}", lambda: _torch(bundle, graph, device, backbones)))
     if not tries:
-        raise InputError(f"--backend {backend} --device {device} | cannot go together | TensorRT needs a GPU")
+        raise InputError(f"backend {backend}, device {device} | cannot go together | TensorRT needs a GPU")
     reasons = []
     for label, make in tries:
         try:

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from jemc_infer.errors import InputShapeError
-from jemc_infer.manifest import GraphSpec
+from jemc_infer.specs import GraphSpec
 
 
 class Engine(ABC):

@@ -13,7 +13,8 @@ import numpy as np
 
 from jemc_infer.engines.base import Engine
 from jemc_infer.errors import BackendUnavailableError, missing_dependency
-from jemc_infer.manifest import GraphSpec, graph_entry, verified_file
+from jemc_infer.manifest import graph_entry, verified_file
+from jemc_infer.specs import GraphSpec
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -65,7 +66,7 @@ def session_from_onnx(path: Path | str, provider: str = "cpu", threads: int = 0)
     active = session.get_providers()
     if active[0] != want:
         raise BackendUnavailableError(f"onnxruntime session | running on {active} | expected {want} (no usable GPU? "
-                                      "onnxruntime fell back to the CPU; choose --backend onnxruntime --device cpu to accept that)")
+                                      "onnxruntime fell back to the CPU; ask for the cpu provider to accept that)")
     return session
 
 
@@ -92,7 +93,7 @@ class OnnxruntimeEngine(Engine):
             BundleError: The graph was not exported, or its file does not match the manifest.
         """
         entry = graph_entry(Path(bundle), graph, precision)
-        return cls(verified_file(Path(bundle), entry), GraphSpec.from_json(entry["spec"]), provider, threads)
+        return cls(verified_file(Path(bundle), entry), entry.spec, provider, threads)
 
     def _run_impl(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self._session.run(list(self.output_names), inputs)

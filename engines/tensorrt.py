@@ -27,7 +27,8 @@ import numpy as np
 from jemc_infer.bundle import sha256_file
 from jemc_infer.engines.base import Engine
 from jemc_infer.errors import INSTALL, BackendUnavailableError, BundleError, EngineMismatchError, InputShapeError, JemcError
-from jemc_infer.manifest import GraphSpec, graph_entry, read_manifest
+from jemc_infer.manifest import graph_entry, read_manifest
+from jemc_infer.specs import GraphSpec
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -159,7 +160,7 @@ def find_engine(bundle: Path, graph: str, precision: str) -> tuple[Path, dict[st
         have = ", ".join(sorted(f"{e.get('graph')} ({e.get('precision')})" for e in engines.values())) or "none"
         raise EngineMismatchError(f"{bundle} | no TensorRT engine for the {graph!r} graph at {precision} (engines: {have}) | "
                                   "expected one built on this machine with jemc_infer.export.tensorrt.build_engine")
-    onnx_sha = next(iter(graph_entry(bundle, graph)["files"].values()))
+    onnx_sha = graph_entry(bundle, graph).sha256
     reasons, matches = [], []
     for key, e in candidates.items():
         differs = [f for f in MACHINE_FIELDS if str(e.get(f)) != here[f]]
@@ -333,7 +334,7 @@ class TensorrtEngine(Engine):
             BundleError: If the plan is missing or modified.
         """
         path, entry = find_engine(Path(bundle), graph, precision)
-        spec = GraphSpec.from_json(entry["spec"]) if "spec" in entry else GraphSpec.from_json(graph_entry(Path(bundle), graph)["spec"])
+        spec = GraphSpec.from_json(entry["spec"]) if "spec" in entry else graph_entry(Path(bundle), graph).spec
         return cls(path, spec, entry["sha256"], precision=precision, use_cuda_graph=use_cuda_graph)
 
     def _run_impl(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

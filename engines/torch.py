@@ -13,7 +13,8 @@ import numpy as np
 
 from jemc_infer.engines.base import Engine
 from jemc_infer.errors import INSTALL, BackendUnavailableError, InputError
-from jemc_infer.specs import GraphSpec, backbone_specs, text_spec, video_spec
+from jemc_infer.manifest import graph_entry
+from jemc_infer.specs import BACKBONE_GRAPHS, GRAPHS, GraphSpec, text_spec, video_spec
 
 try:
     import torch
@@ -40,16 +41,17 @@ class TorchEngine(Engine):
     @classmethod
     def from_bundle(cls, bundle: Path | str, graph: str, device: str = "cpu", backbones: Any = None) -> TorchEngine:
         """The engine for ``graph`` of a bundle: ``text`` or ``video`` from its weights, or a
-        backbone (``object``, ``activity``, ``audio``) from ``backbones``.
+        backbone (``resnet``, ``i3d``, ``audio``) from ``backbones``, else from the weight files its
+        exported graph's manifest entry records.
 
         Raises:
-            InputError: Unknown graph, or a backbone graph without ``backbones``.
+            InputError: Unknown graph, or a backbone graph neither given nor exported.
             BundleError: The bundle's weights do not verify.
         """
         if torch is None:
             raise BackendUnavailableError(f"torch | not installed | the torch engine needs {INSTALL['torch']}")
         from jemc_infer.bundle import read_bundle
-        from jemc_infer.nn.graphs import BackboneGraph, TextGraph, VideoGraph
+        from jemc_infer.nn.graphs import TextGraph, VideoGraph, backbone_graph_from_provenance, backbone_graphs
         from jemc_infer.nn.io import model_from_bundle
 
         if graph in ("text", "video"):
@@ -58,18 +60,17 @@ class TorchEngine(Engine):
             if graph == "text":
                 return cls(TextGraph(model), text_spec(b.config), device)
             return cls(VideoGraph(model), video_spec(b.config), device)
-        if graph in ("object", "activity", "audio"):
+        if graph in BACKBONE_GRAPHS:
             if backbones is not None:
-                specs = backbone_specs(backbones.object.out_dim, backbones.activity.out_dim, backbones.audio.out_dim)
-                return cls(BackboneGraph(getattr(backbones, graph)), specs[graph], device)
+                loaded = backbone_graphs(backbones)[graph]
+                return cls(loaded.module, loaded.spec, device)
             # the weights the exported graph was made from, as its manifest entry records them
-            from jemc_infer.manifest import GraphSpec, graph_entry
-            from jemc_infer.nn.backbones import backbone_from_provenance
-
             entry = graph_entry(Path(bundle), graph)
-            module = backbone_from_provenance(graph, entry["source"]["backbone"], device)
-            return cls(BackboneGraph(module), GraphSpec.from_json(entry["spec"]), device)
-        raise InputError(f"graph | {graph!r} | expected text, video, object, activity or audio")
+            if entry.backbone is None:
+                raise InputError(f"{bundle} | the {graph!r} graph records no backbone weights | expected its source's "
+                                 "provenance, as the export writes it; re-export it")
+            return cls(backbone_graph_from_provenance(graph, entry.backbone, device), entry.spec, device)
+        raise InputError(f"graph | {graph!r} | expected one of {', '.join(GRAPHS)}")
 
     def _run_impl(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [torch.from_numpy(inputs[t.name]).to(self._device) for t in self.spec.inputs]

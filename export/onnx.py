@@ -5,15 +5,24 @@ Every graph is traced from the modules of ``jemc_infer.nn.graphs`` with the axes
 and torch on the same fresh random inputs (batch 1, 7 and the maximum; sequences of length 1 and
 the maximum, lengths unsorted). The export is refused — nothing is written to the bundle — when
 the largest difference passes the tolerance; the manifest records what was measured.
+
+torch's exporter talks a lot (deprecation warnings, notices about axis names, progress): that
+output is collected, not printed, unless asked for; a refused graph's error carries it
+(:attr:`ParityError.details`), since it often says why.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import inspect
+import io
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +32,11 @@ from torch import nn
 
 from jemc_infer.bundle import Bundle, read_bundle, sha256_file
 from jemc_infer.errors import InputError, JemcError, missing_dependency
-from jemc_infer.export.specs import ShapeLimits, backbone_specs, text_spec, video_spec
-from jemc_infer.manifest import GraphSpec, graph_key, update_manifest
-from jemc_infer.nn.graphs import BackboneGraph, TextGraph, VideoGraph, check_matches
+from jemc_infer.export.specs import ShapeLimits
+from jemc_infer.manifest import GraphEntry, graph_key, update_manifest
+from jemc_infer.nn.graphs import TextGraph, VideoGraph, backbone_graphs, check_matches
 from jemc_infer.nn.io import model_from_bundle
+from jemc_infer.specs import GRAPHS, GraphSpec, text_spec, video_spec
 
 OPSET = 18
 FP32_TOLERANCE = 1e-4  # max |torch - onnxruntime| for the encoders (unit vectors)
@@ -35,7 +45,45 @@ EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf caps a file at 2 GB: above this,
 
 
 class ParityError(JemcError):
-    """An exported graph does not compute what the torch module computes."""
+    """An exported graph does not compute what the torch module computes.
+
+    Attributes:
+        details: What the exporter said while making the refused graph (warnings, log lines),
+            one message per item: often the reason.
+    """
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = list(details)
+
+
+class ExporterOutput:
+    """Collects what torch's exporter prints, warns and logs while :meth:`capture` is active."""
+
+    def __init__(self, passthrough: bool = False) -> None:
+        self.passthrough = passthrough  # let it reach the terminal as usual instead (debugging)
+        self.lines: list[str] = []
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Collect warnings, and stdout/stderr writes (log records without a handler go there too)."""
+        if self.passthrough:
+            yield
+            return
+        text = io.StringIO()
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for w in caught:
+                    self._add(f"{w.category.__name__}: {' '.join(str(w.message).split())}")
+                for line in text.getvalue().splitlines():
+                    self._add(line.rstrip())
+
+    def _add(self, line: str) -> None:
+        if line and line not in self.lines:  # the same deprecation warning comes once per traced call
+            self.lines.append(line)
 
 
 def _require_onnx() -> None:
@@ -85,6 +133,14 @@ def parity_cases(spec: GraphSpec, limits: ShapeLimits, vocab_size: int, seed: in
     return [random_inputs(spec, b, rng) for b in batches]
 
 
+def _cpu_session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings go to the C++ stderr, past any capture
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def _torch_outputs(module: nn.Module, spec: GraphSpec, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     with torch.inference_mode():
         outs = module(*(torch.from_numpy(inputs[t.name]) for t in spec.inputs))
@@ -105,7 +161,7 @@ def check_parity(module: nn.Module, path: Path, spec: GraphSpec, cases: list[dic
     """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _cpu_session(path)
     names = [t.name for t in spec.outputs]
     records, worst = [], 0.0
     for case in cases:
@@ -167,13 +223,32 @@ def _dims(spec: GraphSpec, limits: ShapeLimits) -> dict[str, tuple[int, int]]:
     return {a: (limits.axis_range(spec.name, a)[0], limits.axis_range(spec.name, a)[2]) for a in axes}
 
 
+def _gate(module: nn.Module, path: Path, spec: GraphSpec, cases: list[dict[str, np.ndarray]], precision: str,
+          relative: bool, output: ExporterOutput) -> dict[str, Any]:
+    """The parity record of one written graph; a ParityError (with the exporter's output) if it fails."""
+    tolerance = FP32_TOLERANCE if precision == "fp32" else FP16_TOLERANCE
+    with output.capture():
+        parity = check_parity(module, path, spec, cases, tolerance, relative)
+    if not parity["passed"]:
+        what = f"{spec.name} graph" if precision == "fp32" else f"{spec.name} {precision} graph"
+        raise ParityError(f"{what} | max |torch - onnxruntime| = {parity['max_abs_diff']:.2e} | expected "
+                          f"<= {tolerance:g}{' x scale' if relative else ''}: the export is refused", output.lines)
+    return parity
+
+
 def export_one(staging: Path, module: nn.Module, spec: GraphSpec, limits: ShapeLimits, source: dict[str, Any],
                vocab_size: int = 100, fp16: bool = False, relative: bool = False, seed: int = 0,
-               echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+               echo: Callable[[str], None] = print, show_exporter_output: bool = False) -> dict[str, GraphEntry]:
     """Export one graph (and its fp16 twin) into ``staging`` and gate it.
 
+    Args:
+        echo: Gets one line for the graph: what was written, how long it took, the largest difference.
+        show_exporter_output: Let torch's exporter print its warnings and logs as it goes;
+            otherwise they are collected and only a refused graph's :class:`ParityError` carries them.
+
     Returns:
-        Manifest records by key, their ``files`` still relative paths under ``staging``.
+        Manifest entries by key, their ``files`` relative paths under ``staging`` (hashes filled in
+        by :func:`publish`).
 
     Raises:
         ParityError: If onnxruntime and torch differ by more than the tolerance.
@@ -182,44 +257,37 @@ def export_one(staging: Path, module: nn.Module, spec: GraphSpec, limits: ShapeL
     import onnxruntime
 
     t0 = time.perf_counter()
+    output = ExporterOutput(passthrough=show_exporter_output)
     path = staging / "onnx" / f"{spec.name}.onnx"
     example = random_inputs(spec, 2, np.random.default_rng(seed), seq=4, samples=limits.axis_range("audio", "samples")[0] + 1,
                             vocab_size=vocab_size)
-    files = export_graph(module, spec, example, path, _dims(spec, limits))
+    with output.capture():
+        files = {"fp32": export_graph(module, spec, example, path, _dims(spec, limits))}
     cases = parity_cases(spec, limits, vocab_size, seed + 1)
-    parity = check_parity(module, path, spec, cases, FP32_TOLERANCE, relative)
-    if not parity["passed"]:
-        raise ParityError(f"{spec.name} graph | max |torch - onnxruntime| = {parity['max_abs_diff']:.2e} | expected "
-                          f"<= {FP32_TOLERANCE:g}{' x scale' if relative else ''}: the export is refused")
-    entries = {graph_key(spec.name): (files, parity, "fp32")}
+    parity = {"fp32": _gate(module, path, spec, cases, "fp32", relative, output)}
     if fp16:
-        path16 = staging / "onnx" / f"{spec.name}.fp16.onnx"
-        to_fp16(path, path16)
-        parity16 = check_parity(module, path16, spec, cases, FP16_TOLERANCE, relative)
-        if not parity16["passed"]:
-            raise ParityError(f"{spec.name} fp16 graph | max |torch - onnxruntime| = {parity16['max_abs_diff']:.2e} | "
-                              f"expected <= {FP16_TOLERANCE:g}: the export is refused")
-        entries[graph_key(spec.name, "fp16")] = ([path16], parity16, "fp16")
+        files["fp16"] = [staging / "onnx" / f"{spec.name}.fp16.onnx"]
+        with output.capture():
+            to_fp16(path, files["fp16"][0])
+        parity["fp16"] = _gate(module, files["fp16"][0], spec, cases, "fp16", relative, output)
     versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-    records = {}
-    for key, (fs, par, precision) in entries.items():
-        records[key] = {"files": {str(f.relative_to(staging)): "" for f in fs}, "precision": precision, "spec": spec.to_json(),
-                        "opset": OPSET, "exporter": "torch.onnx (dynamo)", "parity": par, "source": source,
-                        "versions": versions, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    worst = max(r["parity"]["max_abs_diff"] for r in records.values())
-    echo(f"{spec.name}: {', '.join(records)} exported and checked in {time.perf_counter() - t0:.1f} s (max |diff| {worst:.1e})")
-    return records
+    exported = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    entries = {graph_key(spec.name, p): GraphEntry(files={str(f.relative_to(staging)): "" for f in fs}, spec=spec, precision=p,
+                                                    source=source, parity=parity[p], opset=OPSET, exporter="torch.onnx (dynamo)",
+                                                    versions=versions, exported=exported)
+               for p, fs in files.items()}
+    worst = max(p["max_abs_diff"] for p in parity.values())
+    echo(f"{spec.name}: {', '.join(entries)} exported and checked in {time.perf_counter() - t0:.1f} s (max |diff| {worst:.1e})")
+    return entries
 
 
-def retrieval_parity(staging: Path, records: dict[str, dict[str, Any]], config: Any, vocab: Any, data: Path,
+def retrieval_parity(staging: Path, entries: dict[str, GraphEntry], config: Any, vocab: Any, data: Path,
                      split: str = "test", limit: float = 0.5) -> dict[str, Any]:
     """R@1/5/10 of the fp16 text + video graphs against the fp32 ones on a held-out split.
 
     Raises:
         ParityError: If any recall moves by more than ``limit`` points.
     """
-    import onnxruntime as ort
-
     from jemc_infer.train.data import open_dataset
     from jemc_infer.train.evaluate import check_compatible
     from jemc_infer.train.metrics import retrieval_metrics
@@ -228,13 +296,11 @@ def retrieval_parity(staging: Path, records: dict[str, dict[str, Any]], config: 
     check_compatible(config, ds)
     sp = ds.split(split)
     feats, masks = ds.gather(sp.videos, config.features)
-    vspec = GraphSpec.from_json(records["video"]["spec"])
-    video_in = {t.name: (masks[t.name[:-5]] if t.dtype == "bool" else feats[t.name]) for t in vspec.inputs}
+    video_in = {t.name: (masks[t.name[:-5]] if t.dtype == "bool" else feats[t.name]) for t in entries["video"].spec.inputs}
     ids, lengths = vocab.encode_batch(sp.captions)
     metrics = {}
     for precision in ("fp32", "fp16"):
-        sess = {g: ort.InferenceSession(str(staging / next(iter(records[graph_key(g, precision)]["files"]))),
-                                        providers=["CPUExecutionProvider"]) for g in ("text", "video")}
+        sess = {g: _cpu_session(staging / entries[graph_key(g, precision)].path) for g in ("text", "video")}
         text = sess["text"].run(None, {"ids": ids, "lengths": lengths})
         video = sess["video"].run(None, video_in)
         sims = sum(s.weight * (t @ v.T) for s, t, v in zip(config.spaces, text, video, strict=True))
@@ -249,24 +315,31 @@ def retrieval_parity(staging: Path, records: dict[str, dict[str, Any]], config: 
     return record
 
 
-def publish(bundle: Path, staging: Path, records: dict[str, dict[str, Any]]) -> None:
-    """Move every staged file into the bundle (fsynced), hash it, and record all graphs at once."""
-    for record in records.values():
+def publish(bundle: Path, staging: Path, entries: dict[str, GraphEntry]) -> dict[str, GraphEntry]:
+    """Move every staged file into the bundle (fsynced), hash it, and record all graphs at once.
+
+    Returns:
+        The entries as recorded: ``files`` with their sha256.
+    """
+    published = {}
+    for key, entry in entries.items():
         hashed = {}
-        for rel in record["files"]:
+        for rel in entry.files:
             src, dest = staging / rel, bundle / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             with open(src, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(src, dest)
             hashed[rel] = sha256_file(dest)
-        record["files"] = hashed
-    update_manifest(bundle, lambda m: m["graphs"].update(records))
+        published[key] = dataclasses.replace(entry, files=hashed)
+    update_manifest(bundle, lambda m: m["graphs"].update({k: e.to_json() for k, e in published.items()}))
+    return published
 
 
 def export_bundle(bundle: Bundle | Path | str, limits: ShapeLimits = ShapeLimits(), fp16: bool = False,
                   eval_data: Path | None = None, backbones: Any = None, seed: int = 0,
-                  only: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+                  only: Sequence[str] | None = None, echo: Callable[[str], None] = print,
+                  show_exporter_output: bool = False) -> dict[str, GraphEntry]:
     """Export the text encoders and video heads of a bundle, and the backbones if given.
 
     All or nothing: graphs are staged beside the bundle and published (with the manifest) only
@@ -279,47 +352,49 @@ def export_bundle(bundle: Bundle | Path | str, limits: ShapeLimits = ShapeLimits
         eval_data: The held-out feature dataset for fp16 retrieval parity (its ``test`` split).
         backbones: A ``jemc_infer.nn.backbones.Backbones`` to export too, or None.
         seed: Seeds the gate's random inputs.
-        only: Export just these graphs (``text``, ``video``, ``object``, ``activity``, ``audio``).
+        only: Export just these graphs (``text``, ``video``, ``resnet``, ``i3d``, ``audio``).
+        echo: Gets one line per graph (and one for fp16 retrieval parity).
+        show_exporter_output: Let torch's exporter print its warnings and logs (debugging).
+            Defaults to False: collected, and attached to a :class:`ParityError`.
 
     Returns:
-        The manifest entries written.
+        The manifest entries written, by key (``text``, ``text.fp16``, ``resnet``...).
 
     Raises:
         ParityError: A gate failed (nothing is written).
-        InputError: fp16 without ``eval_data``.
+        InputError: fp16 text and video graphs without ``eval_data``, or an unknown graph in ``only``.
         BackendUnavailableError: onnx, onnxscript or onnxruntime is missing.
     """
     _require_onnx()
+    wanted = set(only or GRAPHS)
+    if wanted - set(GRAPHS):
+        raise InputError(f"graphs to export | {sorted(wanted - set(GRAPHS))} | expected some of {', '.join(GRAPHS)}")
+    if fp16 and eval_data is None and {"text", "video"} <= wanted:
+        raise InputError("fp16 export | no held-out data | expected eval_data, a feature dataset with a test split: "
+                         "fp16 graphs are only kept if R@1/5/10 move by at most 0.5 points")
     if not isinstance(bundle, Bundle):
         bundle = read_bundle(bundle)
-    wanted = set(only or ("text", "video", "object", "activity", "audio"))
-    if fp16 and eval_data is None and {"text", "video"} <= wanted:
-        raise InputError("--fp16 | no held-out data | expected --eval-data DATA (a feature dataset with a test split): "
-                         "fp16 graphs are only kept if R@1/5/10 move by at most 0.5 points")
-    model = model_from_bundle(bundle)
-    source = {"weights_sha256": bundle.weights_sha256}
-    config = bundle.config
     staging = bundle.path / f".export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    records: dict[str, dict[str, Any]] = {}
+    one = functools.partial(export_one, staging, limits=limits, fp16=fp16, seed=seed, echo=echo,
+                            show_exporter_output=show_exporter_output)
+    entries: dict[str, GraphEntry] = {}
     try:
+        model = model_from_bundle(bundle)
+        source = {"weights_sha256": bundle.weights_sha256}
         if "text" in wanted:
-            records |= export_one(staging, TextGraph(model), text_spec(config), limits, source, len(bundle.vocab), fp16,
-                                  seed=seed, echo=echo)
+            entries |= one(TextGraph(model), text_spec(bundle.config), source=source, vocab_size=len(bundle.vocab))
         if "video" in wanted:
-            records |= export_one(staging, VideoGraph(model), video_spec(config), limits, source, fp16=fp16, seed=seed, echo=echo)
+            entries |= one(VideoGraph(model), video_spec(bundle.config), source=source)
         if fp16 and {"text", "video"} <= wanted:
-            rp = retrieval_parity(staging, records, config, bundle.vocab, Path(eval_data))  # type: ignore[arg-type]
+            rp = retrieval_parity(staging, entries, bundle.config, bundle.vocab, Path(eval_data))  # type: ignore[arg-type]
             echo(f"fp16 retrieval parity: R@1/5/10 moved at most {rp['max_move_points']:.2f} points")
             for key in ("text.fp16", "video.fp16"):
-                records[key]["retrieval_parity"] = rp
+                entries[key] = dataclasses.replace(entries[key], retrieval_parity=rp)
         if backbones is not None:
-            specs = backbone_specs(backbones.object.out_dim, backbones.activity.out_dim, backbones.audio.out_dim)
-            for name in [n for n in ("object", "activity", "audio") if n in wanted]:
-                module = BackboneGraph(getattr(backbones, name))
-                records |= export_one(staging, module, specs[name], limits, {"backbone": backbones.provenance[name]},
-                                      fp16=fp16, relative=True, seed=seed, echo=echo)
-        publish(bundle.path, staging, records)
-        return records
+            for name, loaded in backbone_graphs(backbones).items():
+                if name in wanted:
+                    entries |= one(loaded.module, loaded.spec, source={"backbone": loaded.provenance}, relative=True)
+        return publish(bundle.path, staging, entries)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

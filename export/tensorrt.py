@@ -29,16 +29,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jemc_infer.atomic import write_file
+from jemc_infer.bundle import read_bundle
 from jemc_infer.engines.tensorrt import errors_text, find_engine, make_logger, require_cuda, require_tensorrt, this_machine
 from jemc_infer.errors import BundleError, InputError, JemcError
+from jemc_infer.export.calibration import CALIBRATED_GRAPHS, calibration_batches
 from jemc_infer.export.specs import ShapeLimits
-from jemc_infer.manifest import GraphSpec, graph_entry, read_manifest, update_manifest, verified_file
+from jemc_infer.manifest import graph_entries, graph_entry, read_manifest, update_manifest, verified_file
+from jemc_infer.specs import GraphSpec
 
 if TYPE_CHECKING:
     import tensorrt as trt
     from typing_extensions import Buffer
 
-__all__ = ["ENGINES_DIR", "PRECISIONS", "TIMING_CACHE", "build_engine", "engine_key", "find_engine"]
+__all__ = ["ENGINES_DIR", "PRECISIONS", "TIMING_CACHE", "build_engine", "build_engines", "engine_key", "engine_precision", "find_engine"]
 
 _log = logging.getLogger(__name__)
 
@@ -74,6 +77,10 @@ def build_engine(bundle: Path, graph: str, precision: str = "fp16", limits: Shap
                  workspace_gb: float = 4.0) -> dict[str, Any]:
     """Build a TensorRT engine for one of the bundle's exported graphs, on this machine's GPU.
 
+    The steps: read the verified ONNX graph, parse it into a network, derive the optimisation
+    profile from ``limits``, configure the builder (precision flags, timing cache, int8
+    calibration), build, and record the plan in the manifest.
+
     Args:
         bundle: The model bundle; its manifest must list the fp32 ONNX graph ``graph``.
         graph: The graph's name, e.g. ``"text"``.
@@ -82,7 +89,8 @@ def build_engine(bundle: Path, graph: str, precision: str = "fp16", limits: Shap
         limits: The shapes the engine must serve; each dynamic axis gets ``limits.axis_range``.
         calibration: int8 only, required: returns batches ``{input name: array}``, every batch at
             one shape (TensorRT calibrates at a single shape). Called only when no matching
-            calibration cache exists.
+            calibration cache exists (:func:`jemc_infer.export.calibration.calibration_batches`
+            makes them from a feature dataset).
         calibration_info: int8: what the batches are (dataset, split, count...), kept in the
             manifest; a cache made from other ``calibration_info`` is not reused.
         workspace_gb: The builder's workspace memory limit in GiB. Defaults to 4.
@@ -101,6 +109,97 @@ def build_engine(bundle: Path, graph: str, precision: str = "fp16", limits: Shap
         JemcError: If TensorRT fails to build (its messages included).
     """
     bundle = Path(bundle)
+    _check_request(precision, calibration, workspace_gb)
+    require_tensorrt()
+    require_cuda()
+    import tensorrt as trt
+
+    source = _read_source(bundle, graph)
+    here = this_machine()
+    started = time.monotonic()
+    logger, errors = make_logger()
+    builder = trt.Builder(logger)
+    network, parser = _parse(builder, logger, errors, source)  # the parser owns the weights: keep it until the build is done
+    shapes = _profile_shapes(network, source.spec, graph, limits, source.path)
+    profiles = [{name: {"min": list(lo), "opt": list(opt), "max": list(hi)} for name, (lo, opt, hi) in shapes.items()}]
+    key = engine_key(source.sha256, here["tensorrt"], here["gpu"], here["compute_capability"], precision, profiles)
+    (bundle / ENGINES_DIR).mkdir(exist_ok=True)
+    config, flags = _builder_config(builder, graph, precision, shapes, workspace_gb, errors)
+    timing_loaded = _attach_timing_cache(config, bundle / TIMING_CACHE)
+    errors.clear()  # a rejected timing cache is not this build's failure
+    calibration_run = None
+    if calibration is not None and precision == "int8":
+        calibration_run = _Calibration(bundle, key, source.spec, shapes, calibration, calibration_info or {})
+        calibration_run.attach(builder, config)
+    plan = _build_plan(builder, network, config, calibration_run, errors, graph, precision)
+    del parser
+    _save_timing_cache(config, bundle / TIMING_CACHE)
+    record: dict[str, Any] = {
+        "graph": graph, "file": f"{ENGINES_DIR}/{key}.plan", "sha256": hashlib.sha256(plan).hexdigest(), "onnx_sha256": source.sha256,
+        **here, "precision": precision, "flags": flags, "profiles": profiles, "limits": dataclasses.asdict(limits),
+        "workspace_gb": workspace_gb, "spec": source.spec.to_json(), "built": datetime.now(UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(time.monotonic() - started, 3), "timing_cache": {"file": TIMING_CACHE, "loaded": timing_loaded},
+    }
+    if calibration_run is not None:
+        record["calibration"] = calibration_run.record()
+    _save_plan(bundle, key, plan, record)
+    return record
+
+
+def engine_precision(graph: str, precision: str) -> str:
+    """The precision ``graph``'s engine is built at when ``precision`` is asked for: int8 only where
+    calibration data exists (:data:`~jemc_infer.export.calibration.CALIBRATED_GRAPHS`: text and
+    video); the backbone graphs then build fp16."""
+    return "fp16" if precision == "int8" and graph not in CALIBRATED_GRAPHS else precision
+
+
+def build_engines(bundle: Path, precision: str = "fp16", limits: ShapeLimits = ShapeLimits(),
+                  calibration_data: Path | None = None, calibration_count: int = 16, workspace_gb: float = 4.0,
+                  on_built: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Build an engine for every fp32 graph the bundle exported (:func:`build_engine` for each).
+
+    Args:
+        bundle: The model bundle.
+        precision: ``"fp32"``, ``"fp16"`` (default) or ``"int8"`` (each graph at
+            :func:`engine_precision`: int8 for text and video, fp16 for the backbones).
+        limits: The shapes the engines must serve.
+        calibration_data: int8, required: a feature dataset whose train split calibrates the text
+            and video graphs (:func:`~jemc_infer.export.calibration.calibration_batches`).
+        calibration_count: int8: how many batches (of ``min(32, limits.max_batch)`` rows). Defaults to 16.
+        workspace_gb: The builder's workspace memory limit in GiB. Defaults to 4.
+        on_built: Called with each graph's name and record as soon as it is built.
+
+    Returns:
+        The manifest records written, by graph name.
+
+    Raises:
+        BundleError: If the bundle exported no graph yet (or as :func:`build_engine`).
+        InputError: If int8 is asked for without ``calibration_data`` (or as :func:`build_engine`).
+        BackendUnavailableError, JemcError: As :func:`build_engine`.
+    """
+    bundle = Path(bundle)
+    graphs = [key for key, entry in graph_entries(bundle).items() if entry.precision == "fp32"]
+    if not graphs:
+        raise BundleError(f"{bundle} | no exported ONNX graph | expected the graphs exported first: run `jemc-infer export {bundle}`")
+    if precision == "int8" and calibration_data is None:
+        raise InputError("int8 engines | no calibration data | expected a feature dataset whose train split calibrates "
+                         "the text and video graphs")
+    records = {}
+    for graph in graphs:
+        p = engine_precision(graph, precision)
+        calibration, info = None, None
+        if p == "int8" and calibration_data is not None:  # not None: checked above
+            calibration, info = calibration_batches(Path(calibration_data), graph, read_bundle(bundle),
+                                                    batches=calibration_count, batch_size=min(32, limits.max_batch),
+                                                    max_seq=limits.max_seq)
+        records[graph] = build_engine(bundle, graph, p, limits, calibration=calibration, calibration_info=info,
+                                      workspace_gb=workspace_gb)
+        if on_built is not None:
+            on_built(graph, records[graph])
+    return records
+
+
+def _check_request(precision: str, calibration: Callable[[], Iterable[Batch]] | None, workspace_gb: float) -> None:
     if precision not in PRECISIONS:
         raise InputError(f"precision | {precision!r} | expected one of {list(PRECISIONS)}")
     if precision == "int8" and calibration is None:
@@ -108,35 +207,48 @@ def build_engine(bundle: Path, graph: str, precision: str = "fp16", limits: Shap
                          "TensorRT sets int8 scales from real inputs (or build fp16)")
     if not workspace_gb > 0:
         raise InputError(f"workspace_gb | {workspace_gb} | expected > 0")
-    require_tensorrt()
-    require_cuda()
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The ONNX graph an engine is built from, read once and checked against the manifest."""
+
+    path: Path
+    data: bytes
+    sha256: str
+    spec: GraphSpec
+
+
+def _read_source(bundle: Path, graph: str) -> _Source:
+    entry = graph_entry(bundle, graph)
+    path = verified_file(bundle, entry)
+    data = path.read_bytes()  # parsed from these bytes: check them, not the file again
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256:
+        raise BundleError(f"{path} | changed while being read | expected the file the manifest records; retry")
+    return _Source(path, data, digest, entry.spec)
+
+
+def _parse(builder: trt.Builder, logger: trt.ILogger, errors: list[str],
+           source: _Source) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
+    """The network TensorRT's ONNX parser makes of the graph, and the parser (it owns the network's weights)."""
     import tensorrt as trt
 
-    entry = graph_entry(bundle, graph)
-    onnx_path = verified_file(bundle, entry)
-    onnx_bytes = onnx_path.read_bytes()  # parsed from these bytes: check them, not the file again
-    onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
-    if onnx_sha != next(iter(entry["files"].values())):
-        raise BundleError(f"{onnx_path} | changed while being read | expected the file the manifest records; retry")
-    spec = GraphSpec.from_json(entry["spec"])
-    here = this_machine()
-    started = time.monotonic()
-
-    logger, errors = make_logger()
-    builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10 networks are always explicit-batch
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_bytes, str(onnx_path)):
+    if not parser.parse(source.data, str(source.path)):
         found = [parser.get_error(i) for i in range(parser.num_errors)]
         problems = "; ".join(f"node {e.node()} ({e.node_operator()} {e.node_name()!r}): {e.desc()}" if e.node() >= 0 else e.desc()
                              for e in found) or errors_text(errors)
-        raise BundleError(f"{onnx_path} | TensorRT {trt.__version__}'s ONNX parser failed: {problems} | expected a graph it can "
+        raise BundleError(f"{source.path} | TensorRT {trt.__version__}'s ONNX parser failed: {problems} | expected a graph it can "
                           "parse: re-export with supported ops, or serve this graph with onnxruntime")
-    shapes = _profile_shapes(network, spec, graph, limits, onnx_path)
-    profiles = [{name: {"min": list(lo), "opt": list(opt), "max": list(hi)} for name, (lo, opt, hi) in shapes.items()}]
-    key = engine_key(onnx_sha, here["tensorrt"], here["gpu"], here["compute_capability"], precision, profiles)
-    engines_dir = bundle / ENGINES_DIR
-    engines_dir.mkdir(exist_ok=True)
+    return network, parser
+
+
+def _builder_config(builder: trt.Builder, graph: str, precision: str, shapes: dict[str, tuple[Shape, Shape, Shape]],
+                    workspace_gb: float, errors: list[str]) -> tuple[trt.IBuilderConfig, list[str]]:
+    """The builder's configuration: workspace, the one optimisation profile, precision flags."""
+    import tensorrt as trt
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
@@ -144,21 +256,22 @@ def build_engine(bundle: Path, graph: str, precision: str = "fp16", limits: Shap
     for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
     if config.add_optimization_profile(profile) < 0:
-        raise JemcError(f"{graph} | TensorRT rejected the optimisation profile {profiles[0]} ({errors_text(errors)}) | expected a valid one")
+        shown = {name: {"min": list(lo), "opt": list(opt), "max": list(hi)} for name, (lo, opt, hi) in shapes.items()}
+        raise JemcError(f"{graph} | TensorRT rejected the optimisation profile {shown} ({errors_text(errors)}) | expected a valid one")
     flags = []
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
         flags.append("FP16")
-    timing_loaded = _attach_timing_cache(config, bundle / TIMING_CACHE)
-    errors.clear()  # a rejected timing cache is not this build's failure
-
-    calibration_run: _Calibration | None = None
     if precision == "int8":
-        assert calibration is not None  # checked above
         config.set_flag(trt.BuilderFlag.INT8)
         flags.append("INT8")
-        calibration_run = _Calibration(bundle, key, spec, shapes, calibration, calibration_info or {})
-        calibration_run.attach(builder, config)
+    return config, flags
+
+
+def _build_plan(builder: trt.Builder, network: trt.INetworkDefinition, config: trt.IBuilderConfig,
+                calibration_run: _Calibration | None, errors: list[str], graph: str, precision: str) -> memoryview:
+    """Run the build (calibrating first, for int8); the serialized plan."""
+    import tensorrt as trt
 
     try:
         plan = builder.build_serialized_network(network, config)
@@ -172,21 +285,14 @@ def build_engine(bundle: Path, graph: str, precision: str = "fp16", limits: Shap
     if plan is None:
         raise JemcError(f"{graph} ({precision}) | TensorRT {trt.__version__} could not build an engine: {errors_text(errors)} | "
                         "expected a successful build (see the messages; a larger workspace_gb may help)")
-    _save_timing_cache(config, bundle / TIMING_CACHE)
+    return memoryview(plan)
 
-    plan_rel = f"{ENGINES_DIR}/{key}.plan"
-    write_file(bundle / plan_rel, _writer(memoryview(plan)))
-    record: dict[str, Any] = {
-        "graph": graph, "file": plan_rel, "sha256": hashlib.sha256(memoryview(plan)).hexdigest(), "onnx_sha256": onnx_sha,
-        **here, "precision": precision, "flags": flags, "profiles": profiles, "limits": dataclasses.asdict(limits),
-        "workspace_gb": workspace_gb, "spec": spec.to_json(), "built": datetime.now(UTC).isoformat(timespec="seconds"),
-        "build_seconds": round(time.monotonic() - started, 3), "timing_cache": {"file": TIMING_CACHE, "loaded": timing_loaded},
-    }
-    if calibration_run is not None:
-        record["calibration"] = calibration_run.record()
+
+def _save_plan(bundle: Path, key: str, plan: memoryview, record: dict[str, Any]) -> None:
+    """Write the plan beside the bundle's other engines, then record it in the manifest."""
+    write_file(bundle / record["file"], _writer(plan))
     update_manifest(bundle, lambda m: m["engines"].__setitem__(key, record))
-    _log.info("built TensorRT engine %s for %s (%s) in %.1f s", key, graph, precision, record["build_seconds"])
-    return record
+    _log.info("built TensorRT engine %s for %s (%s) in %.1f s", key, record["graph"], record["precision"], record["build_seconds"])
 
 
 def _profile_shapes(network: trt.INetworkDefinition, spec: GraphSpec, graph: str, limits: ShapeLimits,

@@ -27,8 +27,6 @@ from jemc_infer.specs import SOUNDNET_MIN_EXPORT_SAMPLES
 from jemc_infer.video.pipeline import VideoResult
 from jemc_infer.video.sampling import Sampling, i3d_input, resnet_input
 
-STREAM_GRAPH = {"resnet": "object", "i3d": "activity", "audio": "audio"}
-
 
 class EngineEncoder:
     """The pipeline's ``FeatureEncoder`` over backbone engines (numpy normalisation, as exported)."""
@@ -37,10 +35,10 @@ class EngineEncoder:
         self.engines = engines
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
-        return self.engines["object"].run({"frames": resnet_input(frames)})["features"]
+        return self.engines["resnet"].run({"frames": resnet_input(frames)})["features"]
 
     def encode_clips(self, clips: np.ndarray) -> np.ndarray:
-        return self.engines["activity"].run({"clips": i3d_input(clips)})["features"]
+        return self.engines["i3d"].run({"clips": i3d_input(clips)})["features"]
 
     def encode_audio(self, wave: np.ndarray) -> np.ndarray:
         if len(wave) < SOUNDNET_MIN_EXPORT_SAMPLES:  # too short for the exported graph: repeat it
@@ -91,10 +89,9 @@ class EmbedSummary:
 def index_settings(bundle: Bundle, sampling: Sampling, dtype: str) -> dict[str, Any]:
     """What an index's rows depend on; an index refuses rows made with anything else."""
     backbones = {}
-    for stream in bundle.config.features:
-        graph = STREAM_GRAPH[stream]
+    for graph in bundle.config.features:  # each feature's backbone graph has the feature's name
         try:
-            backbones[graph] = sorted(graph_entry(bundle.path, graph)["files"].values())[0]
+            backbones[graph] = graph_entry(bundle.path, graph).sha256
         except BundleError:  # not exported: open_engine reports it with the command that fixes it
             backbones[graph] = None
     return {"model": bundle.fingerprint, "layout": [[s.name, bundle.config.embed_dim] for s in bundle.config.spaces],
@@ -141,7 +138,7 @@ def embed(
     engines: dict[str, Engine] = {}
     summary = EmbedSummary(RunSummary(), problems=found.problems)
     try:
-        for graph in [STREAM_GRAPH[s] for s in streams] + ["video"]:
+        for graph in [*streams, "video"]:
             engines[graph], why = open_engine(bundle.path, graph, backend=backend, device=device)
             summary.engines.append(why)
         _check_widths(bundle, engines)
@@ -176,7 +173,7 @@ def model_for_index(model: Path | None, index_dir: Path) -> Path:
 def _check_widths(bundle: Bundle, engines: dict[str, Engine]) -> None:
     """The backbones must feed the heads the widths they were trained on."""
     for stream in bundle.config.features:
-        out = engines[STREAM_GRAPH[stream]].spec.outputs[0].shape[-1]
+        out = engines[stream].spec.outputs[0].shape[-1]
         if out != bundle.config.feature_dims[stream]:
             raise InputError(f"{bundle.path} | {stream} backbone gives {out}-d features | expected "
                              f"{bundle.config.feature_dims[stream]}-d as the model was trained: train on features "

@@ -6,10 +6,14 @@ and for, and the hashes that vouch for them (torch-free: the runtime reads it).
     {"format": "jemc-export/1",
      "graphs": {"text": {"files": {"onnx/text.onnx": sha256}, "precision": "fp32", "spec": {...},
                          "opset": 18, "parity": {...}, "source": {...}, "versions": {...}},
-                "text.fp16": {...}, "video": {...}, "object": {...}, ...},
+                "text.fp16": {...}, "video": {...}, "resnet": {...}, "i3d": {...}, "audio": {...}},
      "engines": {"<key>": {"graph": "text", "file": "engines/<key>.plan", "sha256": ..., "onnx_sha256": ...,
                            "tensorrt": "10.13.0", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
                            "precision": "fp16", "profiles": {...}, ...}}}
+
+Graphs are named as the runtime names them: ``text``, ``video``, and the backbones by the feature
+they make (``resnet``, ``i3d``, ``audio``). Manifests written before that named the backbones
+``object`` and ``activity``; :func:`read_manifest` reads them under the new names.
 
 A graph is loaded only through :func:`verified_file`, which checks the sha256 the manifest
 records; a TensorRT engine is executable code and is never loaded otherwise.
@@ -20,18 +24,73 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jemc_infer.atomic import write_file
 from jemc_infer.bundle import sha256_file
 from jemc_infer.errors import BundleError
-from jemc_infer.specs import GraphSpec, TensorSpec
+from jemc_infer.specs import BACKBONE_GRAPHS, OLD_GRAPH_NAMES, GraphSpec
 
-__all__ = ["GraphSpec", "TensorSpec", "graph_entry", "graph_key", "read_manifest", "update_manifest", "verified_file"]
+__all__ = ["BACKBONE_GRAPHS", "GraphEntry", "graph_entries", "graph_entry", "graph_key", "read_manifest",
+           "update_manifest", "verified_file"]
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "jemc-export/1"
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One exported graph as the manifest records it (``graphs[<key>]``)."""
+
+    files: dict[str, str]  # path relative to the bundle → sha256; the first is the graph, any others its external data
+    spec: GraphSpec  # its inputs and outputs
+    precision: str = "fp32"  # "fp32" or "fp16"
+    source: dict[str, Any] | None = None  # {"weights_sha256": ...} (text, video) or {"backbone": provenance}
+    parity: dict[str, Any] | None = None  # the gate's measurement (export.onnx.check_parity)
+    opset: int | None = None
+    exporter: str | None = None
+    versions: dict[str, str] | None = None  # torch, onnx, onnxruntime at export time
+    exported: str | None = None  # UTC time, ISO 8601
+    retrieval_parity: dict[str, Any] | None = None  # fp16 text and video: R@K moves measured on held-out data
+
+    @property
+    def path(self) -> str:
+        """The graph file, relative to the bundle."""
+        return next(iter(self.files))
+
+    @property
+    def sha256(self) -> str:
+        """The graph file's sha256: what engines built from it and indexes embedded with it are bound to."""
+        return self.files[self.path]
+
+    @property
+    def backbone(self) -> dict[str, Any] | None:
+        """A backbone graph's provenance (``jemc_infer.nn.backbones``: network, weight file, sha256); else None."""
+        return (self.source or {}).get("backbone")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON record (fields left None are left out)."""
+        out: dict[str, Any] = {"files": dict(self.files), "precision": self.precision, "spec": self.spec.to_json()}
+        for name in ("opset", "exporter", "parity", "source", "versions", "exported", "retrieval_parity"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GraphEntry:
+        """Read a record; fields it lacks are None (unknown ones are ignored).
+
+        Raises:
+            KeyError, TypeError, ValueError: If ``files`` or ``spec`` is missing or malformed.
+        """
+        files = {str(k): str(v) for k, v in d["files"].items()}
+        if not files:
+            raise ValueError("no files")
+        return cls(files=files, spec=GraphSpec.from_json(d["spec"]), precision=str(d.get("precision", "fp32")),
+                   source=d.get("source"), parity=d.get("parity"), opset=d.get("opset"), exporter=d.get("exporter"),
+                   versions=d.get("versions"), exported=d.get("exported"), retrieval_parity=d.get("retrieval_parity"))
 
 
 def graph_key(name: str, precision: str = "fp32") -> str:
@@ -39,8 +98,37 @@ def graph_key(name: str, precision: str = "fp32") -> str:
     return name if precision == "fp32" else f"{name}.{precision}"
 
 
+def _current_name(name: str) -> str:
+    return OLD_GRAPH_NAMES.get(name, name)
+
+
+def _upgrade(data: dict[str, Any]) -> None:
+    """Rename old backbone graphs (``object`` → ``resnet``, ``activity`` → ``i3d``) in place: keys,
+    specs and engines' ``graph``. A graph already recorded under its new name wins."""
+    graphs: dict[str, Any] = data["graphs"]
+    for key in list(graphs):
+        name, dot, precision = key.partition(".")
+        if name not in OLD_GRAPH_NAMES:
+            continue
+        entry = graphs.pop(key)
+        new_key = _current_name(name) + dot + precision
+        if new_key in graphs:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("spec"), dict):
+            entry["spec"]["name"] = _current_name(str(entry["spec"].get("name")))
+        graphs[new_key] = entry
+    for engine in data["engines"].values():
+        if isinstance(engine, dict) and engine.get("graph") in OLD_GRAPH_NAMES:
+            engine["graph"] = _current_name(engine["graph"])
+            if isinstance(engine.get("spec"), dict):
+                engine["spec"]["name"] = _current_name(str(engine["spec"].get("name")))
+
+
 def read_manifest(bundle: Path) -> dict[str, Any]:
-    """The bundle's manifest, or an empty one if nothing was exported yet.
+    """The bundle's manifest as JSON data, or an empty one if nothing was exported yet.
+
+    Backbone graphs recorded under their old names are returned under the new ones (see the
+    module's docstring); the file itself is rewritten only by the next :func:`update_manifest`.
 
     Raises:
         BundleError: If the file exists but is not a manifest.
@@ -56,6 +144,7 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"{path} | not a {MANIFEST_FORMAT} manifest | expected one written by `jemc-infer export`")
     data.setdefault("graphs", {})
     data.setdefault("engines", {})
+    _upgrade(data)
     return data
 
 
@@ -67,11 +156,34 @@ def update_manifest(bundle: Path, change: Callable[[dict[str, Any]], None]) -> d
     return data
 
 
-def graph_entry(bundle: Path, name: str, precision: str = "fp32") -> dict[str, Any]:
-    """The manifest entry of an exported graph.
+def _entry(bundle: Path, key: str, record: Any) -> GraphEntry:
+    try:
+        return GraphEntry.from_json(record)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise BundleError(f"{Path(bundle) / MANIFEST_FILE} | graph {key!r} has a malformed record ({type(err).__name__}: {err}) | "
+                          "expected files and spec as `jemc-infer export` writes them; re-run it") from None
+
+
+def graph_entries(bundle: Path) -> dict[str, GraphEntry]:
+    """Every exported graph of the bundle, by manifest key (``text``, ``text.fp16``, ``resnet``...).
 
     Raises:
-        BundleError: If the bundle has no such graph (with the command that makes it).
+        BundleError: If the manifest or a record in it is malformed.
+    """
+    return {key: _entry(bundle, key, record) for key, record in read_manifest(bundle)["graphs"].items()}
+
+
+def graph_entry(bundle: Path, name: str, precision: str = "fp32") -> GraphEntry:
+    """The manifest entry of an exported graph.
+
+    Args:
+        bundle: The model bundle.
+        name: ``text``, ``video``, ``resnet``, ``i3d`` or ``audio``.
+        precision: ``fp32`` (default) or ``fp16``.
+
+    Raises:
+        BundleError: If the bundle has no such graph (with the command that makes it), or its
+            record is malformed.
     """
     graphs = read_manifest(bundle)["graphs"]
     key = graph_key(name, precision)
@@ -79,11 +191,11 @@ def graph_entry(bundle: Path, name: str, precision: str = "fp32") -> dict[str, A
         have = ", ".join(sorted(graphs)) or "none"
         flag = " --fp16" if precision == "fp16" else ""
         raise BundleError(f"{bundle} | no exported {key!r} graph (has: {have}) | expected it: run `jemc-infer export {bundle}{flag}`")
-    return graphs[key]
+    return _entry(bundle, key, graphs[key])
 
 
-def verified_file(bundle: Path, entry: dict[str, Any]) -> Path:
-    """The main file of a manifest entry, after checking every file's sha256.
+def verified_file(bundle: Path, entry: GraphEntry) -> Path:
+    """The graph file of a manifest entry, after checking every file's sha256.
 
     A file hashed once is not hashed again while its stat identity (device, inode, size, mtime
     and ctime — ctime cannot be set back by a user) is unchanged: the bundle's ``.verified.json``
@@ -94,10 +206,9 @@ def verified_file(bundle: Path, entry: dict[str, Any]) -> Path:
         BundleError: If a file is missing or its content differs from what the manifest records.
     """
     bundle = Path(bundle)
-    files: dict[str, str] = entry["files"]
     cache = _read_verified(bundle)
     changed = False
-    for rel, want in files.items():
+    for rel, want in entry.files.items():
         path = bundle / rel
         if not path.is_file():
             raise BundleError(f"{path} | missing | expected the file the manifest lists; re-run `jemc-infer export`")
@@ -113,7 +224,7 @@ def verified_file(bundle: Path, entry: dict[str, Any]) -> Path:
     if changed:
         with contextlib.suppress(OSError):  # a read-only bundle: verified again next time
             write_file(bundle / VERIFIED_FILE, lambda tmp: tmp.write_text(json.dumps(cache), encoding="utf-8"))
-    return bundle / next(iter(files))
+    return bundle / entry.path
 
 
 VERIFIED_FILE = ".verified.json"

@@ -1,8 +1,13 @@
 """The inputs and outputs of every exported graph: names, dtypes, named dynamic axes (torch-free).
 
 The contract between the torch modules (``jemc_infer.nn.graphs``), the ONNX export, the TensorRT
-profiles (``export/specs.py`` adds the shape limits) and the engines, which check inputs against
-it. The manifest stores each exported graph's spec as JSON.
+profiles and the engines, which check inputs against it. The shapes the axes must serve
+(:class:`~jemc_infer.export.specs.ShapeLimits`) are the export's, in ``export/specs.py``. The
+manifest (``jemc_infer.manifest``) stores each exported graph's spec as JSON.
+
+Graphs: ``text`` (the text encoders), ``video`` (the video heads) and one per backbone, named by
+the feature it makes (:data:`BACKBONE_GRAPHS`: ``resnet``, ``i3d``, ``audio``; the ``i3d`` graph
+is whichever activity network made the ``i3d`` features, I3D or S3D).
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from jemc_infer.config import ModelConfig
 CROP = 224
 CLIP_FRAMES = 16
 SOUNDNET_MIN_EXPORT_SAMPLES = 12_766  # the exported SoundNet needs >= 2 output steps (jemc_infer.nn.soundnet)
+BACKBONE_GRAPHS = ("resnet", "i3d", "audio")  # the backbone graphs, named by the feature each makes
+GRAPHS = ("text", "video", *BACKBONE_GRAPHS)
+# Backbone graphs as bundles and indexes made before the rename called them (``activity`` is a space's name).
+OLD_GRAPH_NAMES = {"object": "resnet", "activity": "i3d"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class TensorSpec:
 class GraphSpec:
     """A graph's inputs and outputs."""
 
-    name: str  # "text", "video", "object", "activity", "audio"
+    name: str  # one of GRAPHS: "text", "video", "resnet", "i3d", "audio"
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
@@ -82,13 +91,13 @@ def video_spec(config: ModelConfig) -> GraphSpec:
     )
 
 
-def backbone_specs(object_dim: int = 2048, activity_dim: int = 1024, audio_dim: int = 1024) -> dict[str, GraphSpec]:
-    """The three feature backbones, inputs normalised as ``jemc_infer.video.sampling`` makes them."""
+def backbone_specs(resnet_dim: int = 2048, i3d_dim: int = 1024, audio_dim: int = 1024) -> dict[str, GraphSpec]:
+    """The three feature backbones by graph name, inputs normalised as ``jemc_infer.video.sampling`` makes them."""
     return {
-        "object": GraphSpec("object", (TensorSpec("frames", "float32", ("batch", 3, CROP, CROP)),),
-                            (TensorSpec("features", "float32", ("batch", object_dim)),)),
-        "activity": GraphSpec("activity", (TensorSpec("clips", "float32", ("batch", 3, CLIP_FRAMES, CROP, CROP)),),
-                              (TensorSpec("features", "float32", ("batch", activity_dim)),)),
+        "resnet": GraphSpec("resnet", (TensorSpec("frames", "float32", ("batch", 3, CROP, CROP)),),
+                            (TensorSpec("features", "float32", ("batch", resnet_dim)),)),
+        "i3d": GraphSpec("i3d", (TensorSpec("clips", "float32", ("batch", 3, CLIP_FRAMES, CROP, CROP)),),
+                         (TensorSpec("features", "float32", ("batch", i3d_dim)),)),
         "audio": GraphSpec("audio", (TensorSpec("wave", "float32", ("batch", "samples")),),
                            (TensorSpec("features", "float32", ("batch", "steps", audio_dim)),)),
     }

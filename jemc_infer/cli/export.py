@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from jemc_infer.cli import _common
 from jemc_infer.cli._common import echo_err, fail, handle_errors
 
+if TYPE_CHECKING:
+    from jemc_infer.bundle import Bundle
+    from jemc_infer.export.specs import ShapeLimits
+
 app = typer.Typer()
-
-
-def _calibration(data: Path, graph: str, bundle, batches: int, batch_size: int):  # noqa: ANN001, ANN202
-    """Int8 calibration batches for the text or video graph from a feature dataset's train split."""
-    import numpy as np
-
-    from jemc_infer.train.data import open_dataset
-
-    ds = open_dataset(data)
-    split = ds.split("train")
-    rng = np.random.default_rng(0)
-
-    def make():  # noqa: ANN202
-        for _ in range(batches):
-            if graph == "text":
-                rows = rng.choice(len(split.captions), size=min(batch_size, len(split.captions)), replace=False)
-                ids, lengths = bundle.vocab.encode_batch([split.captions[i] for i in rows])
-                yield {"ids": ids, "lengths": lengths}
-            else:
-                rows = rng.choice(split.videos, size=min(batch_size, len(split.videos)), replace=False)
-                feats, masks = ds.gather(rows, bundle.config.features)
-                paired = sorted({f for s in bundle.config.spaces for f in s.paired})
-                yield {**feats, **{f"{f}_mask": masks[f] for f in paired}}
-
-    info = {"data": str(ds.path), "split": "train", "batches": batches, "batch_size": batch_size, "seed": 0,
-            "sampling": "random rows of the split (captions for text, videos for video)"}
-    return make, info
 
 
 @app.command()
@@ -48,10 +26,12 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="tensorrt: int8 engines for text and video, calibrated on --calibration.")] = False,
     calibration: Annotated[Path | None, typer.Option(help="Feature dataset whose train split calibrates int8.")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Held-out feature dataset (test split) for fp16 retrieval parity.")] = None,
-    backbones: Annotated[bool, typer.Option("--backbones/--no-backbones", help="Also export ResNet-152, I3D/S3D and SoundNet.")] = True,
+    backbones: Annotated[bool, typer.Option("--backbones/--no-backbones",
+                                            help="Also export the backbone graphs resnet (ResNet-152), i3d (I3D or S3D) and "
+                                                 "audio (SoundNet).")] = True,
     weights: Annotated[Path | None, typer.Option(help="Folder with the backbone weights (else $JEMC_WEIGHTS, torchvision's cache).")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="Random backbones (tests, demos): recorded in the manifest.")] = False,
-    activity: Annotated[str, typer.Option(help="Activity backbone: i3d or s3d.")] = "i3d",
+    activity: Annotated[str, typer.Option(help="The network of the i3d graph (activity clip features): i3d or s3d.")] = "i3d",
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the graphs are checked (and engines built) for.")] = 64,
     max_seq: Annotated[int, typer.Option(min=2, help="Longest caption in tokens, <start> and <end> included.")] = 64,
 ) -> None:
@@ -71,25 +51,42 @@ def export(
     if to == "onnx":
         if int8:
             raise fail("--int8 | with --to onnx | expected --to tensorrt (int8 is a TensorRT build)")
-        from jemc_infer.export.onnx import export_bundle
-        from jemc_infer.nn.backbones import load_backbones
-        nets = load_backbones(weights, random_init=random_init, activity=activity) if backbones else None
-        records = export_bundle(b, limits, fp16=fp16, eval_data=eval_data, backbones=nets, echo=echo_err)
-        typer.echo(f"{b.path}: exported {', '.join(records)} (manifest: {b.path / 'manifest.json'})")
-        return
-    from jemc_infer.export.tensorrt import build_engine
-    from jemc_infer.manifest import read_manifest
+        if fp16 and eval_data is None:
+            raise fail("--fp16 | no held-out data | expected --eval-data DATA (a feature dataset with a test split): "
+                       "fp16 graphs are only kept if R@1/5/10 move by at most 0.5 points")
+        nets = None
+        if backbones:
+            from jemc_infer.nn.backbones import load_backbones
 
-    graphs = [k for k, v in read_manifest(b.path)["graphs"].items() if v["precision"] == "fp32"]
-    if not graphs:
-        raise fail(f"{b.path} | no exported ONNX graph | expected `jemc-infer export {b.path}` first")
+            nets = load_backbones(weights, random_init=random_init, activity=activity)
+        _export_onnx(b, limits, fp16, eval_data, nets)
+        return
     if int8 and calibration is None:
         raise fail("--int8 | no calibration data | expected --calibration DATA (a feature dataset)")
-    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-    for graph in graphs:
-        p = precision if (precision != "int8" or graph in ("text", "video")) else "fp16"
-        calib = _calibration(calibration, graph, b, batches=16, batch_size=min(32, max_batch)) if p == "int8" else (None, None)  # type: ignore[arg-type]
-        entry = build_engine(b.path, graph, p, limits, calibration=calib[0], calibration_info=calib[1])
-        typer.echo(f"{graph}: TensorRT {entry['tensorrt']} {p} engine for {entry['gpu']} ({entry['file']})")
-    if int8:
+    _build_engines(b, "int8" if int8 else "fp16" if fp16 else "fp32", limits, calibration)
+
+
+def _export_onnx(b: Bundle, limits: ShapeLimits, fp16: bool, eval_data: Path | None, nets: Any) -> None:
+    """One line per graph on stderr, the summary on stdout; what torch's exporter said only with
+    --debug, or before the error when a graph is refused."""
+    from jemc_infer.export.onnx import ParityError, export_bundle
+
+    try:
+        records = export_bundle(b, limits, fp16=fp16, eval_data=eval_data, backbones=nets, echo=echo_err,
+                                show_exporter_output=_common.DEBUG)
+    except ParityError as err:
+        if err.details:
+            echo_err("torch's exporter said:\n" + "\n".join(f"  {line}" for line in err.details))
+        raise
+    typer.echo(f"{b.path}: exported {', '.join(records)} (manifest: {b.path / 'manifest.json'})")
+
+
+def _build_engines(b: Bundle, precision: str, limits: ShapeLimits, calibration: Path | None) -> None:
+    from jemc_infer.export.tensorrt import build_engines
+
+    def built(graph: str, entry: dict[str, Any]) -> None:
+        typer.echo(f"{graph}: TensorRT {entry['tensorrt']} {entry['precision']} engine for {entry['gpu']} ({entry['file']})")
+
+    records = build_engines(b.path, precision, limits, calibration_data=calibration, on_built=built)
+    if precision == "int8" and any(r["precision"] != "int8" for r in records.values()):
         echo_err("backbone graphs were built fp16: int8 calibration is from features and captions only")

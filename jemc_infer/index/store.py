@@ -35,6 +35,7 @@ from jemc_infer.collection.jobs import JobStore, VideoRecord
 from jemc_infer.collection.lock import WriterLock
 from jemc_infer.errors import IndexCorruptError, InputError, SettingsMismatchError
 from jemc_infer.index.source import Shard
+from jemc_infer.specs import OLD_GRAPH_NAMES
 
 INDEX_FORMAT = "jemc-index/1"
 MANIFEST, SHARDS, LOCK = "manifest.sqlite", "shards", "lock"
@@ -112,8 +113,12 @@ class Index:
         if meta.get("format") != INDEX_FORMAT:
             _release(lock)
             raise IndexCorruptError(f"{db_path} | format {meta.get('format')!r} | expected {INDEX_FORMAT!r}")
-        stored = json.loads(meta["settings"])
+        raw = json.loads(meta["settings"])
+        stored = _current_names(raw)
         if settings is not None:
+            if stored != raw:  # an index made before the graph renames: store its settings under today's names
+                with db:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (json.dumps(stored, sort_keys=True),))
             try:
                 stored = JobStore(db, path).check_settings(settings, "embeddings", "start a new index in another directory")
             except SettingsMismatchError:
@@ -260,3 +265,10 @@ class Index:
 def _release(lock: WriterLock | None) -> None:
     if lock is not None:
         lock.release()
+
+
+def _current_names(settings: dict[str, Any]) -> dict[str, Any]:
+    """Indexes made before the backbone graphs took their features' names keyed them object/activity."""
+    if isinstance(settings.get("backbones"), dict):
+        return {**settings, "backbones": {OLD_GRAPH_NAMES.get(k, k): v for k, v in settings["backbones"].items()}}
+    return settings

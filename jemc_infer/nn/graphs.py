@@ -1,15 +1,31 @@
-"""Torch modules with exactly the inputs and outputs of the exported graphs (``export/specs.py``).
+"""Torch modules with exactly the inputs and outputs of the exported graphs (``jemc_infer/specs.py``).
 
 The ONNX exporter traces them and the torch engine runs them, so both compute the same function
 by construction: positional inputs in the spec's order, a tuple of outputs in the spec's order.
+
+Backbone graphs are named by the feature they make (``resnet``, ``i3d``, ``audio``);
+``jemc_infer.nn.backbones.Backbones`` holds the networks by stream (``object``, ``activity``,
+``audio``): :data:`BACKBONE_STREAMS` is the one place that maps one to the other.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 from torch import Tensor, nn
 
-from jemc_infer.manifest import GraphSpec
+from jemc_infer.errors import InputError
 from jemc_infer.nn.jemc import JEMC
+from jemc_infer.specs import BACKBONE_GRAPHS, GraphSpec, backbone_specs
+
+if TYPE_CHECKING:
+    import torch
+
+    from jemc_infer.nn.backbones import Backbones
+
+# graph (feature) name → the Backbones member (stream) that computes it
+BACKBONE_STREAMS = {"resnet": "object", "i3d": "activity", "audio": "audio"}
 
 
 class TextGraph(nn.Module):
@@ -52,6 +68,36 @@ class BackboneGraph(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor]:
         return (self.backbone(x),)
+
+
+@dataclass(frozen=True)
+class LoadedBackbone:
+    """One backbone graph ready to export or run: the module, its spec, where its weights came from."""
+
+    module: BackboneGraph
+    spec: GraphSpec  # with the loaded network's feature width
+    provenance: dict[str, Any]  # as ``Backbones.provenance`` records it (network, weight file, sha256)
+
+
+def backbone_graphs(backbones: Backbones) -> dict[str, LoadedBackbone]:
+    """The loaded backbones as graphs, by graph name (``resnet``, ``i3d``, ``audio``)."""
+    nets = {graph: getattr(backbones, BACKBONE_STREAMS[graph]) for graph in BACKBONE_GRAPHS}
+    specs = backbone_specs(*(nets[g].out_dim for g in BACKBONE_GRAPHS))
+    return {g: LoadedBackbone(BackboneGraph(nets[g]), specs[g], backbones.provenance[BACKBONE_STREAMS[g]])
+            for g in BACKBONE_GRAPHS}
+
+
+def backbone_graph_from_provenance(graph: str, provenance: dict[str, Any], device: str | torch.device = "cpu") -> BackboneGraph:
+    """Rebuild a backbone graph from the provenance its manifest entry records (``GraphEntry.backbone``).
+
+    Raises:
+        InputError: If ``graph`` is not a backbone graph, or the weight file is gone or changed.
+    """
+    from jemc_infer.nn.backbones import backbone_from_provenance
+
+    if graph not in BACKBONE_STREAMS:
+        raise InputError(f"backbone graph | {graph!r} | expected one of {', '.join(BACKBONE_GRAPHS)}")
+    return BackboneGraph(backbone_from_provenance(BACKBONE_STREAMS[graph], provenance, device))
 
 
 def check_matches(module: nn.Module, spec: GraphSpec) -> None:

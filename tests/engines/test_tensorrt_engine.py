@@ -20,7 +20,8 @@ import jemc_infer.engines.tensorrt as trt_engine  # noqa: E402
 from jemc_infer.errors import BackendUnavailableError, BundleError, EngineMismatchError, InputShapeError, JemcError  # noqa: E402
 from jemc_infer.export.specs import ShapeLimits  # noqa: E402
 from jemc_infer.export.tensorrt import build_engine  # noqa: E402
-from jemc_infer.manifest import GraphSpec, read_manifest, update_manifest  # noqa: E402
+from jemc_infer.manifest import read_manifest, update_manifest  # noqa: E402
+from jemc_infer.specs import GraphSpec  # noqa: E402
 
 TensorrtEngine = trt_engine.TensorrtEngine
 

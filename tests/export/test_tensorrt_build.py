@@ -22,7 +22,7 @@ from jemc_infer.errors import BackendUnavailableError, BundleError, InputError  
 from jemc_infer.export import tensorrt as trt_export  # noqa: E402
 from jemc_infer.export.specs import ShapeLimits  # noqa: E402
 from jemc_infer.export.tensorrt import build_engine, engine_key  # noqa: E402
-from jemc_infer.manifest import read_manifest, update_manifest  # noqa: E402
+from jemc_infer.manifest import graph_entry, read_manifest, update_manifest  # noqa: E402
 
 _HARNESS = Path(__file__).parents[1] / "fakes" / "harness.py"
 harness = sys.modules.get("jemc_trt_harness")
@@ -67,7 +67,8 @@ def calibration_batches(n: int = 3, batch: int = 16):  # noqa: ANN201
 def test_build_records_what_the_engine_is_bound_to(gpu, bundle: Path, precision: str, flags: list[str]) -> None:
     entry = build_engine(bundle, "text", precision)
     graph = read_manifest(bundle)["graphs"]["text"]
-    onnx_sha = graph["files"]["onnx/text.onnx"]
+    onnx_sha = graph_entry(bundle, "text").sha256
+    assert onnx_sha == graph["files"]["onnx/text.onnx"]
     key = engine_key(onnx_sha, "10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0", precision, entry["profiles"])
     assert read_manifest(bundle)["engines"] == {key: entry}
     assert entry["file"] == f"engines/{key}.plan" and len(key) == 16
@@ -277,3 +278,29 @@ def test_real_tensorrt_build_matches_onnxruntime(bundle: Path, precision: str) -
             want = dict(zip([o.name for o in session.get_outputs()], session.run(None, batch), strict=True))
             for name in want:
                 np.testing.assert_allclose(got[name], want[name], atol=atol)
+
+
+# --- every graph of a bundle ----------------------------------------------------------------------------------
+
+
+def test_engine_precision_keeps_int8_where_there_is_calibration_data() -> None:
+    assert [trt_export.engine_precision(g, "int8") for g in ("text", "video", "resnet", "i3d", "audio")] == \
+        ["int8", "int8", "fp16", "fp16", "fp16"]
+    assert trt_export.engine_precision("resnet", "fp32") == "fp32" and trt_export.engine_precision("text", "fp16") == "fp16"
+
+
+def test_build_engines_builds_every_exported_graph(gpu, bundle: Path, tmp_path: Path) -> None:
+    from jemc_infer.train.synthetic import synthesize
+
+    with pytest.raises(InputError, match=r"int8 engines \| no calibration data \| expected a feature dataset"):
+        trt_export.build_engines(bundle, "int8")
+    data = synthesize(tmp_path / "data", n_train=40, n_val=2, n_test=2, captions_per_video=3,
+                      feature_dims={"resnet": 12, "i3d": 6, "audio": 4}, seed=3)
+    built = []
+    records = trt_export.build_engines(bundle, "int8", ShapeLimits(max_batch=16, max_seq=24), calibration_data=data.path,
+                                       calibration_count=3, on_built=lambda g, r: built.append((g, r["precision"])))
+    assert built == [("text", "int8")] and set(records) == {"text"}
+    calib = records["text"]["calibration"]
+    assert calib["batches"] == 3 and calib["shapes"] == {"ids": [16, 24], "lengths": [16]} and calib["info"]["split"] == "train"
+    with pytest.raises(BundleError, match=r"no exported ONNX graph \| expected the graphs exported first"):
+        trt_export.build_engines(tmp_path / "data", "fp16")

@@ -81,9 +81,9 @@ def make_text_bundle(dest: Path) -> Path:
     import torch
 
     from jemc_infer.config import ModelConfig, SpaceConfig
-    from jemc_infer.export.specs import text_spec
     from jemc_infer.manifest import update_manifest
     from jemc_infer.nn import JEMC, save_model
+    from jemc_infer.specs import text_spec
     from jemc_infer.text import Vocabulary
 
     vocab = Vocabulary.build(CAPTIONS, min_count=1)
