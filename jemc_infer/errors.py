@@ -6,6 +6,11 @@ stderr and exits with code 1. Messages follow "subject | what was received | wha
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 class JemcError(Exception):
     """Base class of every error this toolkit raises on purpose."""
@@ -43,6 +48,34 @@ class DecodeError(JemcError):
 class IndexCorruptError(JemcError):
     """An index directory is inconsistent with its manifest."""
 
+
+
+class SettingError(InputError):
+    """A bad value of one argument of :func:`jemc_infer.query.query`; ``setting`` is the argument's name, so a front
+    end (the CLI) can name its own option for it. ``str(err)`` is "setting | got | expected"."""
+
+    def __init__(self, setting: str, got: str, expected: str) -> None:
+        self.setting, self.got, self.expected = setting, got, expected
+        super().__init__(f"{setting} | {got} | expected {expected}")
+
+
+class ModelMismatchError(InputError):
+    """The model bundle is not the one the index was built with (its rows would not be comparable)."""
+
+    def __init__(self, index_dir: Path, indexed: str, given: str, given_path: Path) -> None:
+        self.index_dir, self.indexed, self.given, self.given_path = index_dir, indexed, given, given_path
+        super().__init__(f"{index_dir} | built with model {indexed} | expected the same model, got {given} ({given_path}): "
+                         "query with the model the index was built with")
+
+
+class RunConflictError(InputError):
+    """The bundle's run directory holds a run this call cannot resume: one with other settings
+    (``differences`` names them) or an unreadable checkpoint. Restarting (``restart=True``)
+    discards it; training into another bundle keeps it."""
+
+    def __init__(self, where: Path, got: str, expected: str, differences: tuple[str, ...] = ()) -> None:
+        self.where, self.got, self.expected, self.differences = where, got, expected, differences
+        super().__init__(f"{where} | {got} | expected {expected}; restart the run to discard it, or train into another bundle")
 
 # What to install for each optional dependency, by top-level module name: the one table that the
 # CLI's one-line errors, the engines and `doctor` read.

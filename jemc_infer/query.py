@@ -15,31 +15,13 @@ import numpy as np
 
 from jemc_infer.bundle import Bundle, read_bundle
 from jemc_infer.engines import Engine, open_engine
-from jemc_infer.errors import InputError
+from jemc_infer.errors import InputError, ModelMismatchError, SettingError
 from jemc_infer.index.search import search
 from jemc_infer.index.store import Index
 
 MODEL_ENV = "JEMC_MODEL"
 DEMO_MODEL = Path("demo/model")
 QUOTE_CHARS = 80  # how much of a query a warning quotes
-
-
-class SettingError(InputError):
-    """A bad value of one argument of :func:`query`; ``setting`` is the argument's name, so a front
-    end (the CLI) can name its own option for it. ``str(err)`` is "setting | got | expected"."""
-
-    def __init__(self, setting: str, got: str, expected: str) -> None:
-        self.setting, self.got, self.expected = setting, got, expected
-        super().__init__(f"{setting} | {got} | expected {expected}")
-
-
-class ModelMismatchError(InputError):
-    """The model bundle is not the one the index was built with (its rows would not be comparable)."""
-
-    def __init__(self, index_dir: Path, indexed: str, given: str, given_path: Path) -> None:
-        self.index_dir, self.indexed, self.given, self.given_path = index_dir, indexed, given, given_path
-        super().__init__(f"{index_dir} | built with model {indexed} | expected the same model, got {given} ({given_path}): "
-                         "query with the model the index was built with")
 
 
 def quote(text: str, limit: int = QUOTE_CHARS) -> str:

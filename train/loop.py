@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 
 from jemc_infer.atomic import write_file
 from jemc_infer.config import LossMode, ModelConfig
-from jemc_infer.errors import InputError
+from jemc_infer.errors import InputError, RunConflictError
 from jemc_infer.nn import JEMC, resolve_device, save_model
 from jemc_infer.text import Vocabulary
 from jemc_infer.train.data import DATASET_FILE, FeatureDataset, Split, open_dataset
@@ -121,16 +121,6 @@ def _load_state(path: Path, model: JEMC, opt: torch.optim.Optimizer) -> dict[str
             per_param.setdefault(int(idx), {})[name] = v
     opt.load_state_dict({"state": per_param, "param_groups": state.pop("param_groups")})
     return state
-
-
-class RunConflictError(InputError):
-    """The bundle's run directory holds a run this call cannot resume: one with other settings
-    (``differences`` names them) or an unreadable checkpoint. Restarting (``restart=True``)
-    discards it; training into another bundle keeps it."""
-
-    def __init__(self, where: Path, got: str, expected: str, differences: tuple[str, ...] = ()) -> None:
-        self.where, self.got, self.expected, self.differences = where, got, expected, differences
-        super().__init__(f"{where} | {got} | expected {expected}; restart the run to discard it, or train into another bundle")
 
 
 def _read_state_meta(path: Path) -> dict[str, Any]:

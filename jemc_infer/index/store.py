@@ -120,7 +120,8 @@ class Index:
                 with db:
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (json.dumps(stored, sort_keys=True),))
             try:
-                stored = JobStore(db, path).check_settings(settings, "embeddings", "start a new index in another directory")
+                stored = JobStore(db, path).check_settings(_current_names(settings), "embeddings",
+                                                           "start a new index in another directory")
             except SettingsMismatchError:
                 _release(lock)
                 raise

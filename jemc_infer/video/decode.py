@@ -32,6 +32,8 @@ from jemc_infer.video.sampling import Sampling
 __all__ = ["Chunk", "DecodeError", "DecodeStats", "VideoInfo", "VideoReader", "probe"]
 
 
+STREAMS = ("resnet", "i3d", "audio")  # the three streams, by feature name: object frames, activity clips, audio
+
 @dataclass
 class VideoInfo:
     """What the container says about a video (display size after rotation and pixel aspect)."""

@@ -16,11 +16,9 @@ from typing import Protocol
 import numpy as np
 
 from jemc_infer.errors import InputError
-from jemc_infer.video.decode import Chunk, DecodeStats, VideoInfo
+from jemc_infer.video.decode import STREAMS, Chunk, DecodeStats, VideoInfo
 from jemc_infer.video.pool import Event, decode_many
 from jemc_infer.video.sampling import Sampling
-
-STREAMS = ("resnet", "i3d", "audio")  # feature names: object, activity, audio
 
 
 class FeatureEncoder(Protocol):
@@ -172,8 +170,7 @@ def extract_features(
     if unknown:
         raise InputError(f"streams | {sorted(unknown)} | expected a subset of {STREAMS}")
     pooler = _Pooler(paths, sampling, encoder, streams, frame_batch, clip_batch, audio_window, keep_windows)
-    want = tuple(s in streams for s in STREAMS)  # decode_many's (object, activity, audio) switches
-    for event in decode_many(paths, sampling, workers=workers, time_limit=time_limit, streams=want):
+    for event in decode_many(paths, sampling, workers=workers, time_limit=time_limit, streams=streams):
         yield from pooler.on_event(event)
     yield from pooler.finish()
 

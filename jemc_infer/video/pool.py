@@ -16,14 +16,14 @@ import contextlib
 import multiprocessing as mp
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from jemc_infer.errors import InputError
-from jemc_infer.video.decode import Chunk, DecodeError, DecodeStats, VideoInfo, VideoReader
+from jemc_infer.video.decode import STREAMS, Chunk, DecodeError, DecodeStats, VideoInfo, VideoReader
 from jemc_infer.video.sampling import Sampling
 
 
@@ -39,7 +39,7 @@ class Event:
     reason: str | None = None  # why it failed (one line)
 
 
-def _worker(conn: Connection, sampling: Sampling, streams: tuple[bool, bool, bool], time_limit: float) -> None:
+def _worker(conn: Connection, sampling: Sampling, streams: tuple[str, ...], time_limit: float) -> None:
     """Worker process: decode the files the parent sends, stream chunks back."""
     while True:
         try:
@@ -49,7 +49,8 @@ def _worker(conn: Connection, sampling: Sampling, streams: tuple[bool, bool, boo
         if task is None:
             return
         index, path = task
-        reader = VideoReader(path, sampling, *streams)
+        reader = VideoReader(path, sampling, object_stream="resnet" in streams, activity_stream="i3d" in streams,
+                             audio_stream="audio" in streams)
         start, waited = time.monotonic(), 0.0
         try:
             for chunk in reader:
@@ -87,7 +88,7 @@ def decode_many(
     sampling: Sampling,
     workers: int = 1,
     time_limit: float = 600.0,
-    streams: tuple[bool, bool, bool] = (True, True, True),
+    streams: Collection[str] = STREAMS,
 ) -> Iterator[Event]:
     """Decode ``paths`` in ``workers`` processes; yield their chunks and outcomes as they come.
 
@@ -99,7 +100,7 @@ def decode_many(
         sampling: Sampling settings.
         workers: Decoder processes (>= 1).
         time_limit: Seconds of decoding one file may take (waits on the consumer excluded).
-        streams: Which of (object, activity, audio) to produce.
+        streams: Which of ``resnet`` (object frames), ``i3d`` (activity clips) and ``audio`` to produce.
 
     Raises:
         InputError: If ``workers`` < 1 or ``time_limit`` is not > 0.
@@ -109,7 +110,7 @@ def decode_many(
     if not time_limit > 0:
         raise InputError(f"decode time limit | {time_limit:g} s | expected > 0 seconds")
     ctx = mp.get_context("spawn")  # no fork: the parent may hold torch / CUDA state
-    args = (sampling, streams, time_limit)
+    args = (sampling, tuple(streams), time_limit)
     pending = deque((i, str(p)) for i, p in enumerate(paths))
     slots = [_Slot(ctx, args) for _ in range(min(workers, max(1, len(pending))))]
     try:
