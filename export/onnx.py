@@ -198,12 +198,30 @@ def export_graph(module: nn.Module, spec: GraphSpec, example: dict[str, np.ndarr
     size = sum(p.numel() * p.element_size() for p in module.parameters())
     external = size > EXTERNAL_DATA_BYTES
     path.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dispatch_caches()
     torch.onnx.export(module, args, str(path), input_names=[t.name for t in spec.inputs],
                       output_names=[t.name for t in spec.outputs], dynamic_shapes=dynamic, opset_version=OPSET,
                       dynamo=True, external_data=external, optimize=True, verbose=False)
     onnx.checker.check_model(str(path), full_check=True)
     files = [path] + ([path.with_name(path.name + ".data")] if external else [])
     return [f for f in files if f.exists()]
+
+
+def _forget_dispatch_caches() -> None:
+    """Clear torch's per-operator Python dispatch caches before a trace.
+
+    The ONNX exporter keeps ``aten.gru`` whole (it becomes one ONNX GRU with a dynamic sequence
+    axis) only while that op's dispatch cache holds no Python decomposition. An earlier trace in
+    the same process leaves ``AutogradCPU → gru_impl`` cached, the next trace then unrolls the GRU
+    over the example's length, and the exporter silently fixes the ``seq`` axis (a second export in
+    one process was refused by the parity gate, or worse, not exercised at all). torch clears the
+    same caches itself when a pre-dispatch mode is pushed (``torch.utils._python_dispatch._push_mode``);
+    the caches are only caches, so clearing them changes nothing else.
+    """
+    for op in getattr(torch._ops, "get_cached_ops", lambda: ())():
+        cache = getattr(op, "_dispatch_cache", None)
+        if cache is not None:
+            cache.clear()
 
 
 def to_fp16(src: Path, dst: Path) -> None:

@@ -119,3 +119,16 @@ def test_random_inputs_follow_the_spec() -> None:
     spec = text_spec(ModelConfig(spaces=(SpaceConfig("o", ("resnet",)),), vocab_size=10))
     x = onnx_export.random_inputs(spec, 5, np.random.default_rng(0), seq=7, vocab_size=10)
     assert x["ids"].shape == (5, 7) and x["ids"].max() < 10 and x["lengths"].max() == 7 and x["lengths"].min() >= 1
+
+
+def test_the_text_graph_stays_dynamic_when_exported_twice_in_one_process(tiny_bundle: Path, tmp_path: Path, small_limits) -> None:
+    """A second export in one process used to fix the sequence axis at the example's length (a
+    stale torch dispatch cache unrolled the GRU); the parity gate then refused it."""
+    import onnx
+
+    for i in range(2):
+        shutil.copytree(tiny_bundle, tmp_path / f"m{i}")
+        onnx_export.export_bundle(tmp_path / f"m{i}", small_limits, only=("text",), echo=lambda s: None)
+        graph = onnx.load(str(tmp_path / f"m{i}" / graph_entry(tmp_path / f"m{i}", "text").path))
+        ids = next(t for t in graph.graph.input if t.name == "ids")
+        assert [d.dim_param for d in ids.type.tensor_type.shape.dim] == ["batch", "seq"], i
