@@ -296,8 +296,8 @@ def _plan_captions(videos: list[VideoTruth], rng: np.random.Generator) -> list[t
         if v.split != "test":
             for t in rng.choice(len(TEMPLATES), CAPTIONS_PER_VIDEO, replace=False):
                 captions.append((v.id, _render(TEMPLATES[t], v, rng, None), TEMPLATES[t]))
-    train_words = {w for vid, text, _ in captions for w in tokens(text)
-                   if next(v for v in videos if v.id == vid).split == "train"}
+    train_ids = {v.id for v in videos if v.split == "train"}
+    train_words = {w for vid, text, _ in captions if vid in train_ids for w in tokens(text)}
     everything = TEMPLATES + HELD_OUT_TEMPLATES
     for v in videos:
         if v.split != "test":
