@@ -23,7 +23,6 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 # jemc_infer/ holds the core and these: the torch modules, the CLI and its `python -m` entry
 NOT_CORE = {"nn", "cli", "__main__"}
 
-pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed (the [dev] extra)")
 
 
 def _contracts() -> dict[str, dict]:
@@ -48,6 +47,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _lint(site: Path, config: Path = PYPROJECT) -> subprocess.CompletedProcess:
+    # not a skip: the layers are a requirement, and the [dev] extra that runs the tests brings import-linter
+    assert LINT_IMPORTS.exists(), f"{LINT_IMPORTS} | missing | expected import-linter: pip install -e '.[dev]'"
     env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of the editable install
     return subprocess.run([LINT_IMPORTS, "--config", config, "--no-cache"], cwd=site, env=env, capture_output=True, text=True)
 
