@@ -34,7 +34,7 @@ class BundleError(JemcError):
 
 
 class BackendUnavailableError(JemcError, ImportError):
-    """An optional dependency (torch, onnxruntime, TensorRT, pycuda, h5py) is not installed."""
+    """An optional dependency (torch, onnxruntime, TensorRT, pycuda, h5py, matplotlib) is not installed."""
 
 
 class EngineMismatchError(JemcError):
@@ -86,6 +86,7 @@ INSTALL: dict[str, str] = {
     "onnx": "pip install 'jemc-infer[train]'",
     "onnxscript": "pip install 'jemc-infer[train]'",
     "onnxconverter_common": "pip install 'jemc-infer[train]'",
+    "matplotlib": "pip install 'jemc-infer[train]'",
     "onnxruntime": "pip install 'jemc-infer[cpu]' (or [gpu] for CUDA; never both)",
     "pycuda": "pip install 'jemc-infer[gpu]' (pycuda builds from source against the CUDA toolkit)",
     "tensorrt": "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13",

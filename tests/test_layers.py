@@ -73,6 +73,7 @@ def test_the_core_contract_covers_every_core_module() -> None:
     ("index/search.py", "from jemc_infer.train import loop", "core"),
     ("video/decode.py", "from jemc_infer.cli import app", "core"),
     ("query.py", "from jemc_infer.engines import torch as torch_engine", "runtime"),  # past the backend door
+    ("embed.py", "import matplotlib.pyplot", "runtime"),
     ("engines/base.py", "from jemc_infer.export import onnx", "engines"),
     ("nn/io.py", "from jemc_infer.train import data", "nn"),
     ("train/metrics.py", "from jemc_infer.export import onnx", "train"),

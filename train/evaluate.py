@@ -10,7 +10,7 @@ from jemc_infer.errors import InputError
 from jemc_infer.nn import JEMC
 from jemc_infer.text import Vocabulary
 from jemc_infer.train.data import DATASET_FILE, FeatureDataset, Split
-from jemc_infer.train.metrics import Ties, retrieval_metrics
+from jemc_infer.train.metrics import Ranks, Ties, metrics_from_ranks, rank_counts
 
 
 def check_compatible(config: ModelConfig, ds: FeatureDataset) -> None:
@@ -61,8 +61,10 @@ def fused_similarity(config: ModelConfig, text: dict[str, np.ndarray], video: di
     return sims
 
 
-def evaluate_split(model: JEMC, vocab: Vocabulary, ds: FeatureDataset, split: str, ties: Ties = "optimistic") -> dict:
-    """The paper's metrics (:func:`retrieval_metrics`) of ``model`` on a split of ``ds``.
+def split_ranks(model: JEMC, vocab: Vocabulary, ds: FeatureDataset, split: str) -> Ranks:
+    """Embed a split of ``ds`` with ``model`` and count each query's rank (:func:`rank_counts`):
+    what both the metrics (:func:`metrics_from_ranks`) and the recall curves
+    (:func:`jemc_infer.train.metrics.curve_from_ranks`) are computed from.
 
     Raises:
         InputError: If the dataset does not provide the model's features or has no such split.
@@ -72,4 +74,13 @@ def evaluate_split(model: JEMC, vocab: Vocabulary, ds: FeatureDataset, split: st
     if not sp.captions:
         raise InputError(f"{ds.path / DATASET_FILE} | split {split!r} has no captions | expected captions to evaluate")
     text, video = embed_split(model, vocab, ds, sp)
-    return retrieval_metrics(fused_similarity(model.config, text, video), sp.caption_video, ties=ties)
+    return rank_counts(fused_similarity(model.config, text, video), sp.caption_video)
+
+
+def evaluate_split(model: JEMC, vocab: Vocabulary, ds: FeatureDataset, split: str, ties: Ties = "optimistic") -> dict:
+    """The paper's metrics (:func:`jemc_infer.train.metrics.retrieval_metrics`) of ``model`` on a split of ``ds``.
+
+    Raises:
+        InputError: If the dataset does not provide the model's features or has no such split.
+    """
+    return metrics_from_ranks(split_ranks(model, vocab, ds, split), ties)

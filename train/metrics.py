@@ -14,7 +14,8 @@ equal scores. ``ties`` makes the policy explicit:
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from jemc_infer.errors import InputShapeError
 
 Ties = Literal["optimistic", "pessimistic", "average"]
 RECALL_AT = (1, 5, 10)
+CURVE_KMAX = 50  # recall curves run K = 1…50
 
 
 def _p_first_own_at_least(x: np.ndarray, others: np.ndarray, own: np.ndarray) -> np.ndarray:
@@ -35,27 +37,42 @@ def _p_first_own_at_least(x: np.ndarray, others: np.ndarray, own: np.ndarray) ->
     return np.where(x <= 0, 1.0, p)
 
 
-def _summarise(greater: np.ndarray, tied_others: np.ndarray, tied_own: np.ndarray, ties: Ties) -> dict[str, float]:
-    """Metrics from per-query counts: candidates scoring above the positive, other candidates
-    tied with it, and own (ground-truth) candidates tied at the positive's score (>= 1)."""
-    g = greater.astype(np.float64)
-    out: dict[str, float] = {}
-    if ties == "optimistic":
-        ranks = g
-    elif ties == "pessimistic":
-        ranks = g + tied_others
-    else:
-        ranks = g + tied_others / (tied_own + 1.0)  # expected number of tied others before it
-    for k in RECALL_AT:
+@dataclass(frozen=True)
+class RankCounts:
+    """Per-query counts behind every metric, for one direction: candidates scoring strictly above
+    the positive, other candidates tied with it, and own (ground-truth) candidates tied at the
+    positive's score (>= 1; text→video always 1). int64 [n_queries] each."""
+
+    greater: np.ndarray
+    tied_others: np.ndarray
+    tied_own: np.ndarray
+
+    def ranks(self, ties: Ties) -> np.ndarray:
+        """0-based rank of each query's positive (the expected rank under ``average``), float64 [n_queries]."""
+        g = self.greater.astype(np.float64)
+        if ties == "optimistic":
+            return g
+        if ties == "pessimistic":
+            return g + self.tied_others
+        return g + self.tied_others / (self.tied_own + 1.0)  # expected number of tied others before it
+
+    def recall_at(self, k: int, ties: Ties) -> float:
+        """Percent of queries whose positive ranks within the top ``k`` (under ``average``: the
+        expected percent over random orders of the tied candidates)."""
+        hit: np.ndarray  # bool, or the probability of a hit under average
         if ties == "average":
-            hit = 1.0 - _p_first_own_at_least(k - greater, tied_others, tied_own)
+            hit = 1.0 - _p_first_own_at_least(k - self.greater, self.tied_others, self.tied_own)
         else:
-            hit = ranks < k
-        out[f"r{k}"] = float(100.0 * np.mean(hit))
-    out["medr"] = float(np.floor(np.median(ranks)) + 1)
-    out["meanr"] = float(ranks.mean() + 1)
-    out["n"] = int(len(ranks))
-    return out
+            hit = self.ranks(ties) < k
+        return float(100.0 * np.mean(hit))
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Both directions' :class:`RankCounts` of one similarity matrix (:func:`rank_counts`)."""
+
+    t2v: RankCounts  # one query per caption
+    v2t: RankCounts  # one query per video that has a caption
 
 
 def retrieval_metrics(sims: np.ndarray, caption_video: np.ndarray, ties: Ties = "optimistic", chunk: int = 4096) -> dict:
@@ -76,8 +93,47 @@ def retrieval_metrics(sims: np.ndarray, caption_video: np.ndarray, ties: Ties = 
         InputShapeError: If the shapes disagree, an id is out of range, or a score is not finite.
         ValueError: If ``ties`` is unknown.
     """
-    if ties not in ("optimistic", "pessimistic", "average"):
-        raise ValueError(f"ties | {ties!r} | expected one of optimistic, pessimistic, average")
+    _check_ties(ties)
+    return metrics_from_ranks(rank_counts(sims, caption_video, chunk), ties)
+
+
+def recall_curve(sims: np.ndarray, caption_video: np.ndarray, ties: Ties = "optimistic", kmax: int = CURVE_KMAX,
+                 chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Recall@K for K = 1…kmax in both directions, ranked as :func:`retrieval_metrics` ranks.
+
+    Args:
+        sims: float [n_captions, n_videos], as :func:`retrieval_metrics`.
+        caption_video: int [n_captions], the video (column) of each caption.
+        ties: Tie policy (module docstring). Defaults to ``"optimistic"``.
+        kmax: The largest K. Defaults to 50.
+        chunk: Caption rows processed at once.
+
+    Returns:
+        ``(t2v, v2t)``: float64 [kmax] each, percent; element ``K - 1`` equals
+        ``retrieval_metrics(...)[direction][f"r{K}"]`` exactly for K in 1, 5, 10. Non-decreasing.
+
+    Raises:
+        InputShapeError: As :func:`retrieval_metrics`.
+        ValueError: If ``ties`` is unknown or ``kmax`` < 1.
+    """
+    _check_ties(ties)
+    return curve_from_ranks(rank_counts(sims, caption_video, chunk), ties, kmax)
+
+
+def rank_counts(sims: np.ndarray, caption_video: np.ndarray, chunk: int = 4096) -> Ranks:
+    """Count, for every query of both directions, the candidates above and tied with its positive.
+
+    Args:
+        sims: float [n_captions, n_videos], the fused similarity of every caption and video.
+        caption_video: int [n_captions], the video (column) of each caption.
+        chunk: Caption rows processed at once (bounds memory for large test sets).
+
+    Returns:
+        The counts every metric is computed from (:func:`metrics_from_ranks`, :func:`curve_from_ranks`).
+
+    Raises:
+        InputShapeError: If the shapes disagree, an id is out of range, or a score is not finite.
+    """
     sims = np.asarray(sims)
     cv = np.asarray(caption_video)
     if sims.ndim != 2 or cv.shape != (sims.shape[0],) or sims.shape[0] == 0:
@@ -112,9 +168,46 @@ def retrieval_metrics(sims: np.ndarray, caption_video: np.ndarray, ties: Ties = 
         v2t[1] += (eq & ~own).sum(0)
         v2t[2] += (eq & own).sum(0)
     t2v[2] = 1
-    result = {
-        "t2v": _summarise(t2v[0], t2v[1], t2v[2], ties),
-        "v2t": _summarise(v2t[0][has_caption], v2t[1][has_caption], v2t[2][has_caption], ties),
-    }
+    return Ranks(RankCounts(*t2v), RankCounts(*(c[has_caption] for c in v2t)))
+
+
+def metrics_from_ranks(ranks: Ranks, ties: Ties = "optimistic") -> dict:
+    """:func:`retrieval_metrics` from counts already made by :func:`rank_counts` (one pass over
+    the similarities serves both the metrics and :func:`curve_from_ranks`).
+
+    Raises:
+        ValueError: If ``ties`` is unknown.
+    """
+    _check_ties(ties)
+    result: dict[str, Any] = {"t2v": _summarise(ranks.t2v, ties), "v2t": _summarise(ranks.v2t, ties)}
     result["rsum"] = float(sum(result[d][f"r{k}"] for d in ("t2v", "v2t") for k in RECALL_AT))
     return result
+
+
+def curve_from_ranks(ranks: Ranks, ties: Ties = "optimistic", kmax: int = CURVE_KMAX) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`recall_curve` from counts already made by :func:`rank_counts`.
+
+    Raises:
+        ValueError: If ``ties`` is unknown or ``kmax`` < 1.
+    """
+    _check_ties(ties)
+    if kmax < 1:
+        raise ValueError(f"kmax | {kmax} | expected an integer >= 1")
+    # the same recall_at as the printed R@K, so the curve passes exactly through R@1, R@5, R@10
+    ks = range(1, kmax + 1)
+    return (np.array([ranks.t2v.recall_at(k, ties) for k in ks]), np.array([ranks.v2t.recall_at(k, ties) for k in ks]))
+
+
+def _summarise(counts: RankCounts, ties: Ties) -> dict[str, float]:
+    """R@1/5/10, MedR, MeanR and n of one direction."""
+    ranks = counts.ranks(ties)
+    out: dict[str, float] = {f"r{k}": counts.recall_at(k, ties) for k in RECALL_AT}
+    out["medr"] = float(np.floor(np.median(ranks)) + 1)
+    out["meanr"] = float(ranks.mean() + 1)
+    out["n"] = int(len(ranks))
+    return out
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in ("optimistic", "pessimistic", "average"):
+        raise ValueError(f"ties | {ties!r} | expected one of optimistic, pessimistic, average")

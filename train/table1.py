@@ -8,13 +8,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from jemc_infer.atomic import write_file
 from jemc_infer.bundle import read_bundle
 from jemc_infer.errors import InputError
 from jemc_infer.nn import model_from_bundle, resolve_device
 from jemc_infer.train.data import open_dataset
-from jemc_infer.train.evaluate import evaluate_split
+from jemc_infer.train.evaluate import split_ranks
 from jemc_infer.train.loop import TrainConfig, train
+from jemc_infer.train.metrics import curve_from_ranks, metrics_from_ranks
 from jemc_infer.train.presets import GROUPS, PRESETS, get_preset
 
 COLUMNS = ("r1", "r5", "r10", "medr", "meanr")
@@ -26,6 +29,9 @@ class Row:
     label: str
     metrics: dict  # as retrieval_metrics
     best_epoch: int
+    # recall in percent at K = 1…50, {"t2v": [...], "v2t": [...]} (recall_curve, ranked as the
+    # metrics are: element K-1 is R@K); JSON-ready, as it is kept in table1.json
+    curve: dict[str, list[float]]
 
 
 def default_group(has_audio: bool) -> str:
@@ -52,7 +58,8 @@ def run_table1(
         split: The split to report. Defaults to ``test``.
 
     Returns:
-        One row per preset, in order. Also written to ``work/table1.json``.
+        One row per preset, in order, each with its metrics and recall curve. Also written to
+        ``work/table1.json``.
     """
     ds = open_dataset(data)
     if presets is None:
@@ -70,12 +77,20 @@ def run_table1(
         echo(f"== {preset.label} ({name})")
         result = train(ds.path, preset, work / name, dataclasses.replace(config, loss=None), progress=progress, echo=echo)
         bundle = read_bundle(result.bundle)
-        metrics = evaluate_split(model_from_bundle(bundle, resolve_device(config.device)), bundle.vocab, ds, split)
-        rows.append(Row(name, preset.label, metrics, result.best_epoch))
+        # a resumed run (train() returns at once for a finished preset) evaluates again too: every
+        # row's metrics and curve come from its bundle as it is now
+        ranks = split_ranks(model_from_bundle(bundle, resolve_device(config.device)), bundle.vocab, ds, split)
+        t2v, v2t = curve_from_ranks(ranks)
+        rows.append(Row(name, preset.label, metrics_from_ranks(ranks), result.best_epoch, {"t2v": t2v.tolist(), "v2t": v2t.tolist()}))
         write_file(work / "table1.json", lambda tmp: tmp.write_text(json.dumps(
             {"data": str(ds.path), "split": split, "config": config.identity() | {"epochs": config.epochs},
              "rows": [dataclasses.asdict(r) for r in rows]}, indent=2) + "\n", encoding="utf-8"))
     return rows
+
+
+def row_curves(rows: Sequence[Row]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each row's recall curve by its Table 1 label, as :func:`jemc_infer.train.plots.plot_recall_curves` takes them."""
+    return {r.label: (np.asarray(r.curve["t2v"]), np.asarray(r.curve["v2t"])) for r in rows}
 
 
 def format_table(rows: Sequence[Row]) -> str:

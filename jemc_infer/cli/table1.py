@@ -27,6 +27,7 @@ def table1(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Also draw every row's recall@K for K = 1…50, both directions, into this .png/.svg/.pdf.")] = None,
 ) -> None:
     """Rerun the paper's Table 1 on a dataset and print it as a Markdown table.
 
@@ -34,9 +35,15 @@ def table1(
     audio-free ones. Interrupted runs resume where they stopped.
     """
     from jemc_infer.train.loop import TrainConfig
-    from jemc_infer.train.table1 import format_table, run_table1
+    from jemc_infer.train.plots import check_plot_path, plot_recall_curves
+    from jemc_infer.train.table1 import format_table, row_curves, run_table1
 
+    if plot is not None:
+        check_plot_path(plot)  # now, not after hours of training
     config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size,
                          lr_step=lr_step, seed=seed, device=device)
     rows = run_table1(data, out, config, presets=parse_csv(presets), split=split, progress=not quiet, echo=echo_err)
     typer.echo(format_table(rows))
+    if plot is not None:
+        plot_recall_curves(row_curves(rows), plot, f"Table 1: {Path(data).name}, split {split}")
+        echo_err(f"plot: {plot}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jemc_infer.errors import InputShapeError
-from jemc_infer.train.metrics import retrieval_metrics
+from jemc_infer.train.metrics import curve_from_ranks, metrics_from_ranks, rank_counts, recall_curve, retrieval_metrics
 
 SIMS = np.array([[0.9, 0.1, 0.2],
                  [0.3, 0.5, 0.1],
@@ -53,7 +53,7 @@ def test_videos_without_captions_are_left_out_of_v2t() -> None:
     assert m["v2t"]["n"] == 1 and m["t2v"]["n"] == 1
 
 
-def _oracle(sims: np.ndarray, cv: np.ndarray, ties: str) -> dict:
+def _oracle(sims: np.ndarray, cv: np.ndarray, ties: str, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
     """Rank by enumerating every ordering of the positive's tie group (exact, tiny inputs only)."""
     def rank_stats(scores: np.ndarray, own: np.ndarray) -> list[float]:
         top = scores[own].max()
@@ -67,7 +67,7 @@ def _oracle(sims: np.ndarray, cv: np.ndarray, ties: str) -> dict:
         return [g + f for f in firsts]
 
     def summarise(per_query: list[list[float]]) -> dict:
-        out = {f"r{k}": 100 * np.mean([np.mean([r < k for r in q]) for q in per_query]) for k in (1, 5, 10)}
+        out = {f"r{k}": 100 * np.mean([np.mean([r < k for r in q]) for q in per_query]) for k in ks}
         ranks = np.array([np.mean(q) for q in per_query])
         out.update(medr=np.floor(np.median(ranks)) + 1, meanr=ranks.mean() + 1)
         return out
@@ -122,3 +122,67 @@ def test_refuses_bad_input() -> None:
         retrieval_metrics(np.array([[np.nan, 0.0]]), np.array([0]))
     with pytest.raises(ValueError, match="ties"):
         retrieval_metrics(np.zeros((1, 1)), np.array([0]), ties="random")
+
+
+def test_recall_curve_hand_computed() -> None:
+    """SIMS: t2v ranks [0, 1, 1, 0]; v2t ranks [0, 2, 1] (test_hand_computed_variable_captions)."""
+    t2v, v2t = recall_curve(SIMS, CAPTION_VIDEO, kmax=5)
+    np.testing.assert_array_equal(t2v, [50.0, 100.0, 100.0, 100.0, 100.0])
+    np.testing.assert_allclose(v2t, [100 / 3, 200 / 3, 100.0, 100.0, 100.0])
+    assert t2v.dtype == np.float64 and t2v.shape == v2t.shape == (5,)
+
+
+def test_recall_curve_ties() -> None:
+    # one caption, its video tied with two others: rank 0, 2 or 1 + 1/3·... (expected) by policy
+    sims, cv = np.array([[0.5, 0.5, 0.5, 0.1]]), np.array([0])
+    curves = {t: recall_curve(sims, cv, ties=t, kmax=4)[0] for t in ("optimistic", "pessimistic", "average")}
+    np.testing.assert_array_equal(curves["optimistic"], [100, 100, 100, 100])
+    np.testing.assert_array_equal(curves["pessimistic"], [0, 0, 100, 100])
+    np.testing.assert_allclose(curves["average"], [100 / 3, 200 / 3, 100, 100])
+
+
+@pytest.mark.parametrize("ties", ["optimistic", "pessimistic", "average"])
+@pytest.mark.parametrize("seed", range(4))
+def test_recall_curve_passes_through_the_printed_recalls(ties: str, seed: int) -> None:
+    """Element K-1 is R@K of retrieval_metrics, bit for bit; the curve never falls and ends at 100
+    once K covers every candidate."""
+    rng = np.random.default_rng(seed)
+    n_vid = 30
+    cv = rng.integers(0, n_vid, size=70)
+    sims = rng.integers(0, 6, size=(70, n_vid)).astype(np.float32)  # coarse scores: many ties
+    m = retrieval_metrics(sims, cv, ties=ties)
+    curve = dict(zip(("t2v", "v2t"), recall_curve(sims, cv, ties=ties, kmax=70, chunk=16), strict=True))
+    for d in ("t2v", "v2t"):
+        assert curve[d].shape == (70,)
+        for k in (1, 5, 10):
+            assert curve[d][k - 1] == m[d][f"r{k}"], (d, k)
+        assert (np.diff(curve[d]) >= 0).all()
+    assert curve["t2v"][n_vid - 1] == pytest.approx(100.0) and curve["v2t"][-1] == pytest.approx(100.0)  # K = every candidate
+
+
+@pytest.mark.parametrize("ties", ["optimistic", "pessimistic", "average"])
+def test_recall_curve_matches_brute_force_oracle_at_every_k(ties: str) -> None:
+    rng = np.random.default_rng(11)
+    cv = rng.integers(0, 4, size=6)
+    sims = rng.integers(0, 3, size=(6, 4)).astype(np.float32)
+    want = _oracle(sims, cv, ties, ks=tuple(range(1, 8)))
+    for d, got in zip(("t2v", "v2t"), recall_curve(sims, cv, ties=ties, kmax=7), strict=True):
+        np.testing.assert_allclose(got, [want[d][f"r{k}"] for k in range(1, 8)], err_msg=d)
+
+
+def test_one_pass_serves_metrics_and_curve() -> None:
+    rng = np.random.default_rng(5)
+    sims, cv = rng.standard_normal((40, 9)), rng.integers(0, 9, size=40)
+    ranks = rank_counts(sims, cv)
+    assert metrics_from_ranks(ranks, "average") == retrieval_metrics(sims, cv, ties="average")
+    for got, want in zip(curve_from_ranks(ranks, "pessimistic", kmax=9), recall_curve(sims, cv, ties="pessimistic", kmax=9), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_recall_curve_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="kmax"):
+        recall_curve(SIMS, CAPTION_VIDEO, kmax=0)
+    with pytest.raises(ValueError, match="ties"):
+        recall_curve(SIMS, CAPTION_VIDEO, ties="random")  # type: ignore[arg-type]
+    with pytest.raises(InputShapeError, match=r"\[C, V\]"):
+        recall_curve(np.zeros((3, 2)), np.zeros(2, dtype=int))
