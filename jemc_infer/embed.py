@@ -118,7 +118,8 @@ def embed(
         index_dir: The index (created if absent).
         model: The model bundle; its backbone graphs must be exported (``jemc-infer export``).
         backend, device: Engine choice (``jemc_infer.engines.open_engine``).
-        options: Sampling (part of the index's identity), decoder workers and time limit, batch
+        options: Sampling (part of the index's identity; left at the default, the sampling the
+            model's training features were made with, when its bundle records it), decoder workers and time limit, batch
             sizes (``frame_batch`` frames per object-backbone call, also the video heads' batch).
         flush_every: Commit a shard every this many embedded videos.
         dtype: ``float32`` or ``float16`` rows.
@@ -133,6 +134,8 @@ def embed(
     if dtype not in ("float32", "float16"):
         raise InputError(f"dtype | {dtype!r} | expected float32 or float16")
     bundle = read_bundle(model)
+    if options.sampling == Sampling():
+        options = replace(options, sampling=trained_sampling(bundle) or options.sampling)
     found = scan(inputs, extensions)
     streams = tuple(bundle.config.features)
     engines: dict[str, Engine] = {}
@@ -155,6 +158,18 @@ def embed(
         for e in engines.values():
             e.close()
     return summary
+
+
+def trained_sampling(bundle: Bundle) -> Sampling | None:
+    """How the features the model was trained on were sampled (``jemc-infer features`` records
+    it in the dataset, training in the bundle), or None where the bundle does not say."""
+    recorded = bundle.meta.get("training", {}).get("dataset_source", {}).get("sampling")
+    if not isinstance(recorded, dict):
+        return None
+    try:
+        return Sampling(**recorded)
+    except (TypeError, InputError):
+        return None
 
 
 def model_for_index(model: Path | None, index_dir: Path) -> Path:

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import fractions
 import json
+import multiprocessing
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -87,6 +89,7 @@ TEMPLATES = (
     "a {colour} {shape} {acting} over a {bg} background with {sound}",
     "the {size} {shape} is {colour} and it {act}",
     "there is a {colour} {shape} {acting}, {sounding}",
+    "something {colour} and {size} {acting}, {sounding}",
 )
 HELD_OUT_TEMPLATES = (
     "with {sound} the {colour} {shape} {act}",
@@ -107,7 +110,7 @@ class ObjectTruth:
     y: float  # start centre, as a fraction of the height
     speed: float  # frame widths/heights per second (moves); bounces/s; rad/s (spins); scale/s (grows)
     onset: float  # seconds before the activity starts
-    phase: float  # start angle (rad) and bounce phase
+    phase: float  # start angle (rad) of a spinning object; a tilt of 0.26·sin(phase) for the others
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,9 @@ def _polygon(shape: str) -> np.ndarray:
         angles = np.pi / 2 + np.arange(10) * np.pi / 5
         radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
         return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
-    k, start = {"square": (4, np.pi / 4), "triangle": (3, np.pi / 2), "diamond": (4, 0.0)}[shape]
+    if shape == "diamond":  # a rhombus, taller than wide: no turn of a square looks like it
+        return np.array([[0.0, 1.0], [0.6, 0.0], [0.0, -1.0], [-0.6, 0.0]])
+    k, start = {"square": (4, np.pi / 4), "triangle": (3, np.pi / 2)}[shape]
     angles = start + np.arange(k) * 2 * np.pi / k
     return np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
@@ -389,8 +394,10 @@ def _mask(shape: str, cx: float, cy: float, r: float, angle: float, grid: tuple[
 
 def object_state(o: ObjectTruth, t: float, width: int, height: int) -> tuple[float, float, float, float]:
     """Where an object is at ``t`` seconds: ``(cx, cy, radius, angle)`` in pixels and radians."""
-    base = (0.10 if o.size == "small" else 0.20) * min(width, height)
-    cx, cy, r, angle = o.x * width, o.y * height, base, o.phase
+    base = (0.12 if o.size == "small" else 0.22) * min(width, height)
+    # Upright but for a tilt of up to 15 degrees; only spinning turns a shape further.
+    angle = o.phase if o.activity == "spinning" else 0.26 * np.sin(o.phase)
+    cx, cy, r = o.x * width, o.y * height, base
     m = max(0.0, t - o.onset)  # seconds of activity so far
     if o.activity in ("left", "right"):
         cx += o.speed * width * m * (-1 if o.activity == "left" else 1)
@@ -505,13 +512,21 @@ def write_video(path: Path, truth: VideoTruth) -> Path:
     return path
 
 
-def make_world(out: Path | str, n_videos: int = 300, seed: int = 0) -> World:
+def _write_one(out: Path, truth: VideoTruth) -> None:
+    write_video(out / "videos" / truth.file, truth)
+    (out / "videos" / f"{truth.id}.json").write_text(json.dumps(truth.to_json(), indent=1) + "\n", encoding="utf-8")
+
+
+def make_world(out: Path | str, n_videos: int = 300, seed: int = 0, workers: int = 1,
+               on_video: Callable[[], None] | None = None) -> World:
     """Write a synthetic world: videos, their ground truth, captions and a summary.
 
     Args:
         out: The folder to write (created; files already there are overwritten).
         n_videos: How many videos. Defaults to 300.
         seed: Everything (truth, captions, pixels, samples) follows from it. Defaults to 0.
+        workers: Processes encoding videos (the files do not depend on it). Defaults to 1.
+        on_video: Called after each video is written (progress).
 
     Returns:
         The world as written.
@@ -522,9 +537,17 @@ def make_world(out: Path | str, n_videos: int = 300, seed: int = 0) -> World:
     out = Path(out)
     videos, captions = plan_world(n_videos, seed)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    for truth in videos:
-        write_video(out / "videos" / truth.file, truth)
-        (out / "videos" / f"{truth.id}.json").write_text(json.dumps(truth.to_json(), indent=1) + "\n", encoding="utf-8")
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in as_completed([pool.submit(_write_one, out, truth) for truth in videos]):
+                done.result()
+                if on_video is not None:
+                    on_video()
+    else:
+        for truth in videos:
+            _write_one(out, truth)
+            if on_video is not None:
+                on_video()
     split_of = {v.id: v.split for v in videos}
     with open(out / "captions.jsonl", "w", encoding="utf-8") as f:
         for vid, text, _ in captions:

@@ -13,6 +13,7 @@ import typer
 
 from jemc_infer.cli import _common
 from jemc_infer.cli.data import app as data_app
+from jemc_infer.cli.demo import app as demo_app
 from jemc_infer.cli.doctor import app as doctor_app
 from jemc_infer.cli.embed import app as embed_app
 from jemc_infer.cli.evaluate import app as evaluate_app
@@ -22,6 +23,7 @@ from jemc_infer.cli.index import app as index_app
 from jemc_infer.cli.query import app as query_app
 from jemc_infer.cli.table1 import app as table1_app
 from jemc_infer.cli.train import app as train_app
+from jemc_infer.cli.world import app as world_app
 
 app = typer.Typer(
     name="jemc-infer",
@@ -66,3 +68,5 @@ app.add_typer(evaluate_app)
 app.add_typer(table1_app)
 app.add_typer(export_app)
 app.add_typer(doctor_app)
+app.add_typer(demo_app)
+app.add_typer(world_app, name="world", help="A synthetic world with known answers: make it, train its backbones.")

