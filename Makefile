@@ -24,17 +24,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# The main job on the embedded default: a small model trained on synthetic features, exported with
-# its backbones (random weights: pretrained ones cannot be downloaded here, so the rankings show
-# the machinery, not real retrieval), sample videos embedded into an index, then a query.
+# The main job on the embedded default: a synthetic world of 300 videos whose right answers are
+# known → backbones trained on its train split → features → JEMC and single-stream models →
+# ONNX export → the held-out videos embedded → example queries and held-out figures (README).
+# A rerun reuses what is built; `make clean` starts over.
 demo: $(STAMP)
-	$(BIN)/jemc-infer data synth --out demo/data --train 600 --val 100 --test 200
-	$(BIN)/jemc-infer train --data demo/data --preset jemc --out demo/model --epochs 5 --lr 1e-3 --embed-dim 256 --word-dim 128 --quiet --restart
-	$(BIN)/jemc-infer export demo/model --random-init --max-batch 16 --max-seq 32
-	$(BIN)/python scripts/demo_videos.py demo/videos
-	rm -rf demo/index  # the model was just retrained: a fresh index (an index refuses another model's rows)
-	$(BIN)/jemc-infer embed demo/videos --index demo/index --model demo/model
-	$(BIN)/jemc-infer query "a man is cooking in a kitchen" --index demo/index --model demo/model -k 5
+	$(BIN)/jemc-infer demo --out demo
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,train,dev,bench]'

@@ -20,7 +20,7 @@ from jemc_infer.index.search import search
 from jemc_infer.index.store import Index
 
 MODEL_ENV = "JEMC_MODEL"
-DEMO_MODEL = Path("demo/model")
+DEMO_MODEL = Path("demo/models/jemc")  # what `jemc-infer demo` (make demo) deploys
 QUOTE_CHARS = 80  # how much of a query a warning quotes
 
 

@@ -43,6 +43,7 @@ class DemoSettings:
     seed: int = 0
     epochs: int = 30
     workers: int = 2
+    split: str = "test"  # the videos embedded and scored (tests of the wiring may use "train")
 
 
 def _cli(*args: str) -> list[str]:
@@ -99,10 +100,10 @@ def _exported(model: Path) -> bool:
         graphs["text"].get("source", {}).get("weights_sha256") == sha
 
 
-def _link_test_videos(world: world_module.World, folder: Path) -> None:
-    """The held-out videos in a folder of their own (hard links, or copies across file systems)."""
+def _link_videos(world: world_module.World, split: str, folder: Path) -> None:
+    """One split's videos in a folder of their own (hard links, or copies across file systems)."""
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = {v.file for v in world.split("test")}
+    wanted = {v.file for v in world.split(split)}
     for stale in folder.iterdir():
         if stale.name not in wanted:
             stale.unlink()
@@ -125,7 +126,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
     """
     out = settings.out
     root, weights, features = out / "world", out / "world" / "weights", out / "features"
-    table, test_videos, index = out / "table1", out / "test-videos", out / "index"
+    table, test_videos, index = out / "models", out / "test-videos", out / "index"
     model = table / "jemc"
     r = _Runner(echo)
     t0 = time.monotonic()
@@ -143,16 +144,16 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
           "--weights", str(weights), *WORLD_BACKBONES, "--clip-fps", "10", "--workers", str(settings.workers), "--quiet")
     r.run("table1", "table1", "--data", str(features), "--out", str(table), "--presets", ",".join(PRESETS),
           "--epochs", str(settings.epochs), "--lr", "1e-3", "--lr-step", str(max(1, settings.epochs * 2 // 3)),
-          "--batch-size", "64", "--embed-dim", "256", "--word-dim", "128", "--device", "cpu", "--quiet",
+          "--embed-dim", "256", "--word-dim", "128", "--device", "cpu", "--quiet",
           "--plot", str(out / "recall.png"))
     if _exported(model):
         echo(f"reusing the ONNX graphs of {model}")
     else:
         r.run("export", "export", str(model), "--weights", str(weights), *WORLD_BACKBONES, "--max-batch", "16", "--max-seq", "32")
-    _link_test_videos(world, test_videos)
+    _link_videos(world, settings.split, test_videos)
     r.run("embed", "embed", str(test_videos), "--index", str(index), "--model", str(model), "--backend", "onnxruntime",
           "--device", "cpu", "--quiet")
-    report = _report(world, features, index, model, echo)
+    report = _report(world, settings.split, features, index, model, echo)
     report["seconds"] = {**r.seconds, "total": round(time.monotonic() - t0, 1)}
     (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     echo(f"\nall figures: {out / REPORT}; recall@K curves: {out / 'recall.png'}; {report['seconds']['total']:.0f} s in all")
@@ -168,15 +169,16 @@ def _describe(truth: world_module.VideoTruth) -> str:
     return f"{o.size} {o.colour} {o.shape}, {o.activity}, {truth.sound}, {truth.background} background{extra}"
 
 
-def _report(world: world_module.World, features: Path, index: Path, model: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+def _report(world: world_module.World, split: str, features: Path, index: Path, model: Path,
+            echo: Callable[[str], None]) -> dict[str, Any]:
     import numpy as np
 
     from jemc_infer.query import query
 
-    videos, captions, caption_video, queries = world_eval.held_out_questions(world)
+    videos, captions, caption_video, queries = world_eval.held_out_questions(world, split)
     ids = [v.id for v in videos]
     by_id = {v.id: v for v in videos}
-    echo("\nexample queries on the held-out videos (ground truth after each hit):")
+    echo(f"\nexample queries on the {split} videos (ground truth after each hit):")
     hits, _ = query(index, list(EXAMPLES), k=5, model=model, backend="onnxruntime", device="cpu")
     for text, row in zip(EXAMPLES, hits, strict=True):
         echo(f'  "{text}"')
@@ -187,7 +189,7 @@ def _report(world: world_module.World, features: Path, index: Path, model: Path,
             "deployed": world_eval.deployed_scores(index, model, texts, ids)}
     n = len(captions)
     results = {how: world_eval.score_report(s[:n], caption_video, s[n:], queries, videos) for how, s in both.items()}
-    echo(f"\nheld-out split: {len(videos)} videos, {n} captions, {len(queries)} attribute queries")
+    echo(f"\n{split} split: {len(videos)} videos, {n} captions, {len(queries)} attribute queries")
     echo(f"{'':28}{'R@1':>6}{'R@5':>6}{'R@10':>6}{'MedR':>6}   P@5 object  activity  audio")
     for how, res in results.items():
         m, p = res["t2v"], res["p5"]

@@ -89,7 +89,6 @@ TEMPLATES = (
     "a {colour} {shape} {acting} over a {bg} background with {sound}",
     "the {size} {shape} is {colour} and it {act}",
     "there is a {colour} {shape} {acting}, {sounding}",
-    "something {colour} and {size} {acting}, {sounding}",
 )
 HELD_OUT_TEMPLATES = (
     "with {sound} the {colour} {shape} {act}",

@@ -49,6 +49,9 @@ HEADS: dict[str, dict[str, tuple[str, ...]]] = {
     "activity": {"activity": tuple(world_module.ACTIVITIES)},
     "audio": {"sound": tuple(world_module.SOUNDS)},
 }
+# Shape is learnt last (colour and background first): its loss counts three times (76% against 71%
+# held-out frame accuracy after 10 epochs, measured on a 300-video world).
+HEAD_WEIGHTS = {"shape": 3.0}
 # Clips at 10 frames/s (16 frames span 1.6 s: the world's motions are plain in that time), overlapping by half.
 TRAIN_SAMPLING = Sampling(frame_rate=2.0, clip_fps=10.0, clip_stride=8)
 AUDIO_CROP = 16_538  # 0.75 s: audio examples are random crops of each track
@@ -58,7 +61,7 @@ AUDIO_CROP = 16_538  # 0.75 s: audio examples are random crops of each track
 class Recipe:
     """How long and how hard each backbone trains (the defaults were chosen by measurement)."""
 
-    epochs: dict[str, int] = field(default_factory=lambda: {"object": 8, "activity": 16, "audio": 8})
+    epochs: dict[str, int] = field(default_factory=lambda: {"object": 10, "activity": 16, "audio": 8})
     lr: float = 2e-3
     batch_size: int = 32
     seed: int = 0
@@ -90,12 +93,12 @@ def collect(videos: list[world_module.VideoTruth], root: Path, workers: int = 2,
     Raises:
         InputError: If a video fails to decode (the world's own files should never).
     """
-    ex = Examples()
     paths = [root / "videos" / v.file for v in videos]
+    per_video = [Examples() for _ in videos]  # kept per video, joined in video order: decoders finish in any order
     audio: dict[int, list[np.ndarray]] = {}
     with torch.inference_mode():
         for event in decode_many(paths, TRAIN_SAMPLING, workers=workers):
-            truth = videos[event.index]
+            truth, ex = videos[event.index], per_video[event.index]
             if event.kind == "failed":
                 raise InputError(f"{paths[event.index]} | {event.reason} | expected a decodable world video")
             if event.kind == "done":
@@ -118,7 +121,11 @@ def collect(videos: list[world_module.VideoTruth], root: Path, workers: int = 2,
                 ex.clip_labels.extend([_labels("activity", truth)] * len(pooled))
             if len(chunk.audio):
                 audio.setdefault(event.index, []).append(chunk.audio)
-    return ex
+    joined = Examples()
+    for ex in per_video:
+        for name in ("frames", "frame_labels", "clips", "clip_labels", "waves", "wave_labels"):
+            getattr(joined, name).extend(getattr(ex, name))
+    return joined
 
 
 class _Classifier(nn.Module):
@@ -171,7 +178,7 @@ def _augment(x: Tensor, rng: np.random.Generator, flips: bool) -> Tensor:
 
 
 def _fit(model: _Classifier, inputs: Any, labels: np.ndarray, epochs: int, recipe: Recipe, audio: bool,
-         on_epoch: Callable[[int, float], None] | None) -> None:
+         weights: list[float], on_epoch: Callable[[int, float], None] | None = None) -> None:
     rng = np.random.default_rng(recipe.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
     steps = max(1, epochs * -(-len(labels) // recipe.batch_size))
@@ -182,7 +189,7 @@ def _fit(model: _Classifier, inputs: Any, labels: np.ndarray, epochs: int, recip
         for x, y in _batches(model, inputs, labels, recipe.batch_size, rng, audio):
             if len(y) < 2:  # BatchNorm needs two examples
                 continue
-            loss = sum(F.cross_entropy(logits, y[:, k]) for k, logits in enumerate(model(x)))
+            loss = sum(w * F.cross_entropy(logits, y[:, k]) for k, (w, logits) in enumerate(zip(weights, model(x), strict=True)))
             opt.zero_grad()
             loss.backward()  # type: ignore[union-attr]
             opt.step()
@@ -246,7 +253,7 @@ def train_backbones(world: Path | str, out: Path | str | None = None, recipe: Re
                         np.array(getattr(ex, {"object": "frame_labels", "activity": "clip_labels", "audio": "wave_labels"}[stream]),
                                  dtype=np.int64).reshape(-1, len(heads)))
                 for split, ex in examples.items()}
-        _fit(model, *data["train"], recipe.epochs[stream], recipe, stream == "audio", None)
+        _fit(model, *data["train"], recipe.epochs[stream], recipe, stream == "audio", [HEAD_WEIGHTS.get(h, 1.0) for h in heads])
         acc = _accuracy(model, *data["val"], heads, stream == "audio")
         layout = SMALLFLYINGPIG_LAYOUT if stream == "audio" else COMPACT_LAYOUT
         digest = save_weights(out / FILES[stream], to_checkpoint(net, layout),

@@ -92,9 +92,10 @@ def score_report(caption_scores: np.ndarray, caption_video: np.ndarray, query_sc
                         for q, r, p in zip(queries, relevant, p5, strict=True)]}
 
 
-def held_out_questions(world: world_module.World) -> tuple[list[world_module.VideoTruth], list[str], np.ndarray, list[AttributeQuery]]:
-    """The test videos, their captions with each caption's video column, and the attribute queries."""
-    videos = world.split("test")
+def held_out_questions(world: world_module.World, split: str = "test") -> tuple[
+        list[world_module.VideoTruth], list[str], np.ndarray, list[AttributeQuery]]:
+    """A split's videos, their captions with each caption's video column, and the attribute queries."""
+    videos = world.split(split)
     column = {v.id: i for i, v in enumerate(videos)}
     captions = [(vid, text) for vid, text, _ in world.captions if vid in column]
     return videos, [t for _, t in captions], np.array([column[v] for v, _ in captions], dtype=np.int64), attribute_queries(videos)
