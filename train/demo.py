@@ -44,6 +44,7 @@ class DemoSettings:
     epochs: int = 30
     workers: int = 2
     split: str = "test"  # the videos embedded and scored (tests of the wiring may use "train")
+    batch_size: int = 128  # captions per training step (a tiny world needs smaller batches for enough steps)
 
 
 def _cli(*args: str) -> list[str]:
@@ -144,7 +145,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
           "--weights", str(weights), *WORLD_BACKBONES, "--clip-fps", "10", "--workers", str(settings.workers), "--quiet")
     r.run("table1", "table1", "--data", str(features), "--out", str(table), "--presets", ",".join(PRESETS),
           "--epochs", str(settings.epochs), "--lr", "1e-3", "--lr-step", str(max(1, settings.epochs * 2 // 3)),
-          "--embed-dim", "256", "--word-dim", "128", "--device", "cpu", "--quiet",
+          "--batch-size", str(settings.batch_size), "--embed-dim", "256", "--word-dim", "128", "--device", "cpu", "--quiet",
           "--plot", str(out / "recall.png"))
     if _exported(model):
         echo(f"reusing the ONNX graphs of {model}")
