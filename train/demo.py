@@ -199,6 +199,26 @@ def _report(world: world_module.World, split: str, features: Path, index: Path, 
     diff = max([abs(results["features"]["t2v"][k] - results["deployed"]["t2v"][k]) for k in ("r1", "r5", "r10")]
                + [abs(results["features"]["p5"][s] - results["deployed"]["p5"][s]) for s in results["features"]["p5"]])
     echo(f"features vs deployed path: the figures differ by at most {diff:.2f} points")
-    return {"held_out": results, "max_difference": float(np.float64(diff)), "examples": {
+    by_model = _attribute_table(model.parent, features, queries, videos, echo)
+    return {"held_out": results, "max_difference": float(np.float64(diff)), "attribute_p5_by_model": by_model, "examples": {
         t: [{"path": h.path, "score": h.score, "truth": _describe(by_id[Path(h.path).stem])} for h in row]
         for t, row in zip(EXAMPLES, hits, strict=True)}}
+
+
+def _attribute_table(models: Path, features: Path, queries: list[world_eval.AttributeQuery],
+                     videos: list[world_module.VideoTruth], echo: Callable[[str], None]) -> dict[str, dict[str, float]]:
+    """Attribute precision@5 of every model table1 trained, by the stream each query needs."""
+    if not queries:
+        return {}
+    ids = [v.id for v in videos]
+    out: dict[str, dict[str, float]] = {}
+    echo(f"\nattribute precision@5 by model (features; {len(queries)} queries):")
+    echo(f"{'':18}{'object':>8}{'activity':>10}{'audio':>7}")
+    for preset, label in PRESETS.items():
+        if not (models / preset / "config.json").exists():
+            continue
+        scores = world_eval.feature_scores(models / preset, features, [q.text for q in queries], ids)
+        p5, _ = world_eval.attribute_precision(scores, queries, videos)
+        out[preset] = p5
+        echo(f"{label:18}" + "".join(f"{p5.get(s, float('nan')):{w}.1f}" for s, w in (("object", 8), ("activity", 10), ("audio", 7))))
+    return out

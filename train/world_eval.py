@@ -83,13 +83,19 @@ def score_report(caption_scores: np.ndarray, caption_video: np.ndarray, query_sc
                  queries: Sequence[AttributeQuery], videos: Sequence[world_module.VideoTruth]) -> dict[str, Any]:
     """Caption retrieval metrics and attribute precision@5 from score matrices over ``videos`` (columns)."""
     metrics = metrics_from_ranks(rank_counts(caption_scores, caption_video))
+    per_stream, per_query = attribute_precision(query_scores, queries, videos)
+    return {"t2v": metrics["t2v"], "v2t": metrics["v2t"], "rsum": metrics["rsum"], "p5": per_stream, "queries": per_query}
+
+
+def attribute_precision(query_scores: np.ndarray, queries: Sequence[AttributeQuery],
+                        videos: Sequence[world_module.VideoTruth]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Mean precision@5 per stream, and each query's, from scores [len(queries), len(videos)]."""
     relevant = np.array([[world_module.matches(v, q.attributes) for v in videos] for q in queries], dtype=bool)
     p5 = precision_at(query_scores, relevant) if len(queries) else np.zeros(0)
     per_stream = {s: float(np.mean([p for p, q in zip(p5, queries, strict=True) if q.stream == s]))
                   for s in STREAMS if any(q.stream == s for q in queries)}
-    return {"t2v": metrics["t2v"], "v2t": metrics["v2t"], "rsum": metrics["rsum"], "p5": per_stream,
-            "queries": [{"text": q.text, "stream": q.stream, "relevant": int(r.sum()), "p5": float(p)}
-                        for q, r, p in zip(queries, relevant, p5, strict=True)]}
+    return per_stream, [{"text": q.text, "stream": q.stream, "relevant": int(r.sum()), "p5": float(p)}
+                        for q, r, p in zip(queries, relevant, p5, strict=True)]
 
 
 def held_out_questions(world: world_module.World, split: str = "test") -> tuple[

@@ -21,10 +21,11 @@ def demo(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 30,
     workers: Annotated[int, typer.Option(min=1, help="Encoder and decoder processes.")] = 2,
 ) -> None:
-    """Make a synthetic world, train its backbones and JEMC on it, export, embed the held-out
-    videos, and show queries with their ground truth and the held-out figures.
+    """The main job end to end on a synthetic world whose right answers are known.
 
-    Each step is the real command, printed before it runs; a rerun reuses what is built.
+    Makes the world, trains its backbones and JEMC on it, exports, embeds the held-out videos,
+    and shows queries with their ground truth and the held-out figures. Each step is the real
+    command, printed before it runs; a rerun reuses what is built.
     """
     from jemc_infer.train.demo import DemoSettings, run_demo
 

@@ -20,9 +20,11 @@ def make(
     seed: Annotated[int, typer.Option(help="Everything follows from it.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Encoder processes.")] = 2,
 ) -> None:
-    """Write short videos (mp4/mkv/webm/avi, some silent) of coloured shapes that move and sound,
-    with their ground truth and captions: colour, shape, size and background are only in the
-    still frames, the activity only in the motion, the sound only in the audio."""
+    """Write a synthetic world: short videos of coloured shapes that move and sound, with their truth and captions.
+
+    Real files (mp4/mkv/webm/avi, some without audio). Colour, shape, size and background are
+    only in the still frames, the activity only in the motion, the sound only in the audio.
+    """
     from jemc_infer.train.world import make_world
 
     w = make_world(out, videos, seed, workers=workers)
@@ -37,10 +39,12 @@ def backbones(
     out: Annotated[Path | None, typer.Option(help="Where the weight files go (default WORLD/weights).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Decoder processes.")] = 2,
 ) -> None:
-    """Train the world's backbones on its training split only: a compact frame CNN (shape, colour,
-    size, background), a compact clip CNN (activity) and SoundNet-8 (sound). Writes
-    vgg_compact.safetensors, c3d_compact.safetensors and sound8.safetensors for `--weights`, and
-    backbones.json with each head's validation accuracy."""
+    """Train a world's backbones on its training split only, as weight files for --weights.
+
+    A compact frame CNN (shape, colour, size, background), a compact clip CNN (activity) and
+    SoundNet-8 (sound): vgg_compact.safetensors, c3d_compact.safetensors, sound8.safetensors, and
+    backbones.json with each head's validation accuracy.
+    """
     from jemc_infer.train.world_backbones import REPORT, train_backbones
 
     report = train_backbones(world, out, workers=workers, echo=echo_err)

@@ -118,7 +118,7 @@ def test_a_wiring_fault_drops_the_attribute_it_breaks(full: tuple[Path, dict], t
                                                       encoder: type, attribute: str) -> None:
     out, _ = full
     clean = _attribute_auc(out, out / "index", attribute)
-    assert clean >= 0.8, f"{attribute} queries are not answered well enough to test a fault ({clean:.2f})"
+    assert clean >= 0.75, f"{attribute} queries are not answered well enough to test a fault ({clean:.2f})"
     monkeypatch.setattr("jemc_infer.embed.EngineEncoder", encoder)
     from jemc_infer.collection import Options
 
