@@ -52,7 +52,8 @@ def run_table1(
     Args:
         data: The feature dataset.
         work: Directory for the bundles, their run state, and ``table1.json``.
-        config: Training settings shared by every row (the loss comes from each preset).
+        config: Training settings shared by every row; the loss is each preset's own unless
+            ``config.loss`` names one for every row.
         presets: Names to run; defaults to every preset the dataset's features allow (the
             ``msvd`` group when the dataset has no audio).
         split: The split to report. Defaults to ``test``.
@@ -75,13 +76,14 @@ def run_table1(
     for name in presets:
         preset = get_preset(name)
         echo(f"== {preset.label} ({name})")
-        result = train(ds.path, preset, work / name, dataclasses.replace(config, loss=None), progress=progress, echo=echo)
+        result = train(ds.path, preset, work / name, config, progress=progress, echo=echo)
         bundle = read_bundle(result.bundle)
         # a resumed run (train() returns at once for a finished preset) evaluates again too: every
         # row's metrics and curve come from its bundle as it is now
         ranks = split_ranks(model_from_bundle(bundle, resolve_device(config.device)), bundle.vocab, ds, split)
         t2v, v2t = curve_from_ranks(ranks)
-        rows.append(Row(name, preset.label, metrics_from_ranks(ranks), result.best_epoch, {"t2v": t2v.tolist(), "v2t": v2t.tolist()}))
+        label = preset.label if config.loss is None else f"{preset.label}, {config.loss} loss"
+        rows.append(Row(name, label, metrics_from_ranks(ranks), result.best_epoch, {"t2v": t2v.tolist(), "v2t": v2t.tolist()}))
         write_file(work / "table1.json", lambda tmp: tmp.write_text(json.dumps(
             {"data": str(ds.path), "split": split, "config": config.identity() | {"epochs": config.epochs},
              "rows": [dataclasses.asdict(r) for r in rows]}, indent=2) + "\n", encoding="utf-8"))

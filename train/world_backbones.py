@@ -153,8 +153,8 @@ def _crop(waves: list[np.ndarray], rng: np.random.Generator, length: int) -> np.
     return out
 
 
-def _batches(model: _Classifier, inputs: Any, labels: np.ndarray, batch: int, rng: np.random.Generator | None,
-             audio: bool, augment: bool = True) -> Any:
+def _batches(inputs: Any, labels: np.ndarray, batch: int, rng: np.random.Generator | None, audio: bool) -> Any:
+    """(input, labels) batches: shuffled, cropped (audio) and augmented (pictures) when ``rng`` is given."""
     order = rng.permutation(len(labels)) if rng is not None else np.arange(len(labels))
     for start in range(0, len(order), batch):
         idx = order[start:start + batch]
@@ -163,7 +163,7 @@ def _batches(model: _Classifier, inputs: Any, labels: np.ndarray, batch: int, rn
                                        AUDIO_CROP if rng is not None else max(MIN_SAMPLES, min(inputs[i].size for i in idx))))
         else:
             x = torch.from_numpy(np.stack([inputs[i] for i in idx])).float()
-            if rng is not None and augment:
+            if rng is not None:
                 x = _augment(x, rng, flips=x.dim() == 4)
         yield x, torch.from_numpy(labels[idx])
 
@@ -186,7 +186,7 @@ def _fit(model: _Classifier, inputs: Any, labels: np.ndarray, epochs: int, recip
     model.train()
     for epoch in range(epochs):
         total, n = 0.0, 0
-        for x, y in _batches(model, inputs, labels, recipe.batch_size, rng, audio):
+        for x, y in _batches(inputs, labels, recipe.batch_size, rng, audio):
             if len(y) < 2:  # BatchNorm needs two examples
                 continue
             loss = sum(w * F.cross_entropy(logits, y[:, k]) for k, (w, logits) in enumerate(zip(weights, model(x), strict=True)))
@@ -205,7 +205,7 @@ def _accuracy(model: _Classifier, inputs: Any, labels: np.ndarray, heads: list[s
         return {}
     right = np.zeros(len(heads))
     with torch.inference_mode():
-        for x, y in _batches(model, inputs, labels, 1 if audio else 64, None, audio):
+        for x, y in _batches(inputs, labels, 1 if audio else 64, None, audio):
             for k, logits in enumerate(model(x)):
                 right[k] += float((logits.argmax(dim=1) == y[:, k]).sum())
     return {h: round(100.0 * right[k] / len(labels), 1) for k, h in enumerate(heads)}

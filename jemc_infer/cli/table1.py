@@ -7,9 +7,20 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, handle_errors, parse_csv
+from jemc_infer.cli._common import echo_err, fail, handle_errors, parse_csv
 
 app = typer.Typer()
+
+
+def _loss(name: str | None):  # noqa: ANN202 - LossMode, imported with torch-free config
+    from jemc_infer.config import LossMode
+
+    if name is None:
+        return None
+    try:
+        return LossMode(name)
+    except ValueError:
+        raise fail(f"--loss | {name!r} | expected one of {', '.join(m.value for m in LossMode)}") from None
 
 
 @app.command()
@@ -25,6 +36,8 @@ def table1(
     batch_size: Annotated[int, typer.Option(min=2, help="Captions per step.")] = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 2e-4,
     lr_step: Annotated[int, typer.Option(min=1, help="Decay the learning rate every N epochs.")] = 15,
+    loss: Annotated[str | None, typer.Option(help="Train every row with this loss (sum, hardest, weighted) "
+                                                  "instead of each preset's own.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -42,7 +55,7 @@ def table1(
     if plot is not None:
         check_plot_path(plot)  # now, not after hours of training
     config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size, lr=lr,
-                         lr_step=lr_step, seed=seed, device=device)
+                         lr_step=lr_step, seed=seed, device=device, loss=_loss(loss))
     rows = run_table1(data, out, config, presets=parse_csv(presets), split=split, progress=not quiet, echo=echo_err)
     typer.echo(format_table(rows))
     if plot is not None:
