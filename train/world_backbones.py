@@ -239,7 +239,8 @@ def train_backbones(world: Path | str, out: Path | str | None = None, recipe: Re
     examples = {"train": collect(train, w.root, workers), "val": collect(val, w.root, workers)}
     echo(f"decoded {len(train)} training and {len(val)} validation videos: "
          + ", ".join(f"{n} {k} examples" for k, n in examples["train"].counts().items()) + f" ({time.monotonic() - t0:.0f} s)")
-    nets = {"object": ObjectBackbone(kind="vgg-compact"), "activity": ActivityBackbone("c3d-compact"), "audio": AudioBackbone()}
+    nets: dict[str, Any] = {"object": ObjectBackbone(kind="vgg-compact"), "activity": ActivityBackbone("c3d-compact"),
+                            "audio": AudioBackbone()}
     report: dict[str, Any] = {"world": str(w.root), "seed": w.seed, "trained_on": "train", "recipe": {
         "epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size, "seed": recipe.seed,
         "sampling": TRAIN_SAMPLING.to_json(), "audio_crop": AUDIO_CROP}, "streams": {}}

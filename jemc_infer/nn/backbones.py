@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 CLIP_FRAMES = 16  # frames per activity clip, as the features are made
 RANDOM_SEED = 0  # seeds random_init: every backbone is built right after torch.manual_seed(seed)
 RANDOM_INIT = "random-init"
+
+
+K = TypeVar("K", bound=StrEnum)
 
 
 class ObjectKind(StrEnum):
@@ -166,28 +169,21 @@ class AudioBackbone(nn.Module):
         load_mapped(self.net, tensors, soundnet_module.SMALLFLYINGPIG_LAYOUT, source)
 
 
-def object_kind(value: ObjectKind | str) -> ObjectKind:
-    """Parse an object backbone name.
-
-    Raises:
-        InputError: If ``value`` is not one of :class:`ObjectKind`, listing the choices.
-    """
+def _kind(kinds: type[K], value: K | str, stream: str) -> K:
     try:
-        return ObjectKind(value)
+        return kinds(value)
     except ValueError:
-        raise InputError(f"object backbone | {value!r} | expected one of {', '.join(k.value for k in ObjectKind)}") from None
+        raise InputError(f"{stream} backbone | {value!r} | expected one of {', '.join(k.value for k in kinds)}") from None
+
+
+def object_kind(value: ObjectKind | str) -> ObjectKind:
+    """Parse an object backbone name. Raises InputError, listing the choices, if it is not one of :class:`ObjectKind`."""
+    return _kind(ObjectKind, value, "object")
 
 
 def activity_kind(value: ActivityKind | str) -> ActivityKind:
-    """Parse an activity backbone name.
-
-    Raises:
-        InputError: If ``value`` is not one of :class:`ActivityKind`, listing the choices.
-    """
-    try:
-        return ActivityKind(value)
-    except ValueError:
-        raise InputError(f"activity backbone | {value!r} | expected one of {', '.join(k.value for k in ActivityKind)}") from None
+    """Parse an activity backbone name. Raises InputError, listing the choices, if it is not one of :class:`ActivityKind`."""
+    return _kind(ActivityKind, value, "activity")
 
 
 @dataclass(frozen=True)
