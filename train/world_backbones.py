@@ -86,8 +86,7 @@ def _labels(stream: str, truth: world_module.VideoTruth) -> tuple[int, ...]:
     return tuple(classes.index(getattr(truth, head)) for head, classes in HEADS[stream].items())
 
 
-def collect(videos: list[world_module.VideoTruth], root: Path, workers: int = 2,
-            on_video: Callable[[], None] | None = None) -> Examples:
+def collect(videos: list[world_module.VideoTruth], root: Path, workers: int = 2) -> Examples:
     """Decode ``videos`` as the feature pipeline does and keep their (pooled) examples.
 
     Raises:
@@ -106,8 +105,6 @@ def collect(videos: list[world_module.VideoTruth], root: Path, workers: int = 2,
                 if truth.has_audio and wave.size:
                     ex.waves.append(wave)
                     ex.wave_labels.append(_labels("audio", truth))
-                if on_video is not None:
-                    on_video()
                 continue
             chunk = event.chunk
             assert chunk is not None
@@ -178,25 +175,21 @@ def _augment(x: Tensor, rng: np.random.Generator, flips: bool) -> Tensor:
 
 
 def _fit(model: _Classifier, inputs: Any, labels: np.ndarray, epochs: int, recipe: Recipe, audio: bool,
-         weights: list[float], on_epoch: Callable[[int, float], None] | None = None) -> None:
+         weights: list[float]) -> None:
     rng = np.random.default_rng(recipe.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
     steps = max(1, epochs * -(-len(labels) // recipe.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.2)
     model.train()
-    for epoch in range(epochs):
-        total, n = 0.0, 0
+    for _ in range(epochs):
         for x, y in _batches(inputs, labels, recipe.batch_size, rng, audio):
-            if len(y) < 2:  # BatchNorm needs two examples
+            if len(y) < 2:  # SoundNet's BatchNorm needs two examples
                 continue
             loss = sum(w * F.cross_entropy(logits, y[:, k]) for k, (w, logits) in enumerate(zip(weights, model(x), strict=True)))
             opt.zero_grad()
             loss.backward()  # type: ignore[union-attr]
             opt.step()
             sched.step()
-            total, n = total + float(loss.detach()) * len(y), n + len(y)  # type: ignore[union-attr]
-        if on_epoch is not None:
-            on_epoch(epoch + 1, total / max(n, 1))
     model.eval()
 
 
