@@ -40,6 +40,7 @@ class Hit:
     path: str  # as stored (relative to the index), resolved for display by the caller
     duration: float | None
     id: int
+    moment: tuple[float, float] | None = None  # (start, end) seconds of the best-matching window, where the index keeps them
 
 
 def resolve_model(model: Path | None, index: Index | None = None) -> Path:

@@ -344,8 +344,9 @@ class _Trainer:
                 record = self.end_epoch(seen, elapsed)
                 epochs_run += 1
                 best = "  (best)" if self.state["best_epoch"] == record["epoch"] else ""
-                bar.log(f"epoch {record['epoch'] + 1}/{self.config.epochs}  loss {record['loss']:.4f}  "
-                        f"{record['captions_per_s']:.0f} captions/s  val rsum {record['val']['rsum']:.1f}{best}", echo)
+                if progress:  # quiet runs keep the lines in the run's log only
+                    bar.log(f"epoch {record['epoch'] + 1}/{self.config.epochs}  loss {record['loss']:.4f}  "
+                            f"{record['captions_per_s']:.0f} captions/s  val rsum {record['val']['rsum']:.1f}{best}", echo)
                 if interrupt.requested:
                     raise KeyboardInterrupt
         return epochs_run
@@ -368,7 +369,7 @@ def train(
         out: The bundle to write; run state goes to ``<out>.run/``.
         config: Hyper-parameters.
         restart: Discard an existing run's state instead of resuming it.
-        progress: Show a progress bar (on stderr).
+        progress: Show a progress bar (on stderr) and a line per epoch.
         echo: Where one-line status messages go.
 
     Returns:

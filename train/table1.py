@@ -84,6 +84,7 @@ def run_table1(
         t2v, v2t = curve_from_ranks(ranks)
         label = preset.label if config.loss is None else f"{preset.label}, {config.loss} loss"
         rows.append(Row(name, label, metrics_from_ranks(ranks), result.best_epoch, {"t2v": t2v.tolist(), "v2t": v2t.tolist()}))
+        echo(f"   kept epoch {result.best_epoch + 1} (best val rsum {result.best_rsum:.1f}); {split} rsum {rows[-1].metrics['rsum']:.1f}")
         write_file(work / "table1.json", lambda tmp: tmp.write_text(json.dumps(
             {"data": str(ds.path), "split": split, "config": config.identity() | {"epochs": config.epochs},
              "rows": [dataclasses.asdict(r) for r in rows]}, indent=2) + "\n", encoding="utf-8"))

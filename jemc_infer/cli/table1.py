@@ -40,7 +40,7 @@ def table1(
                                                   "instead of each preset's own.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no per-epoch lines (each run's log.jsonl keeps them).")] = False,
     plot: Annotated[Path | None, typer.Option(help="Also draw every row's recall@K for K = 1…50, both directions, into this .png/.svg/.pdf.")] = None,
 ) -> None:
     """Rerun the paper's Table 1 on a dataset and print it as a Markdown table.

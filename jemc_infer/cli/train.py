@@ -36,7 +36,7 @@ def train(
     checkpoint_seconds: Annotated[float, typer.Option(min=0.0, help="Checkpoint within an epoch this often.")] = 120.0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     restart: Annotated[bool, typer.Option("--restart", help="Discard OUT.run/ instead of resuming it.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no per-epoch lines (the run's log.jsonl keeps them).")] = False,
 ) -> None:
     """Train a JEMC model; keeps the epoch with the best validation rsum as a bundle.
 

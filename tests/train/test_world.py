@@ -13,7 +13,10 @@ import pytest
 from jemc_infer.errors import InputError
 from jemc_infer.train.formats import load_captions_jsonl
 from jemc_infer.train.world import (
+    CAPTIONS_PER_VIDEO,
     HELD_OUT_TEMPLATES,
+    PARTIAL_TEMPLATES,
+    TEMPLATES,
     RGB,
     TONE_BANDS,
     ObjectTruth,
@@ -22,6 +25,7 @@ from jemc_infer.train.world import (
     load_world,
     make_world,
     matches,
+    object_state,
     plan_world,
     tokens,
     write_video,
@@ -226,13 +230,39 @@ def test_held_out_templates_only_in_test_with_training_words() -> None:
     for vid, text in held:
         assert split_of[vid] == "test"
         assert set(tokens(text)) <= train_words, text
-    assert all(sum(c[0] == v.id for c in captions) == 5 for v in videos)
+    assert all(sum(c[0] == v.id for c in captions) == CAPTIONS_PER_VIDEO for v in videos)
+
+
+def test_partial_captions_only_in_training_and_naming_a_subset() -> None:
+    videos, captions = plan_world(300, seed=2)
+    split_of = {v.id: v.split for v in videos}
+    partial = [vid for vid, _, t in captions if t in PARTIAL_TEMPLATES]
+    assert len(partial) > 400  # about 3 in 6 training captions
+    assert all(split_of[vid] == "train" for vid in partial)
+    others = {t for vid, _, t in captions if split_of[vid] != "train"}
+    assert others <= set(TEMPLATES + HELD_OUT_TEMPLATES)  # val and test captions each pick out one video
+    slots = {"object": ("{shape}", "{colour}", "{size}"), "activity": ("{act}", "{acting}"),
+             "audio": ("{sound}", "{sounding}")}
+    for t in PARTIAL_TEMPLATES:  # each names the cues of one or two streams, never all three
+        assert 1 <= sum(any(x in t for x in names) for names in slots.values()) <= 2, t
+
+
+@pytest.mark.parametrize("activity", ["growing", "shrinking"])
+def test_growing_and_shrinking_keep_their_size_class(activity: str) -> None:
+    """A small object that grows never gets as large as a large one that shrinks, and back."""
+    radius = {}
+    for size in ("small", "large"):
+        o = ObjectTruth(shape="square", colour="red", size=size, activity=activity, x=0.5, y=0.5, speed=0.4,
+                        onset=0.0, phase=0.0)
+        radius[size] = [object_state(o, t, 320, 240)[2] for t in np.linspace(0, 4, 41)]
+    assert max(radius["small"]) < min(radius["large"])
+    assert max(radius["small"]) / min(radius["small"]) >= 1.4  # and the change is plain to see
 
 
 def test_captions_load_with_the_captions_reader(world: World) -> None:
     ann = load_captions_jsonl(world.root / "captions.jsonl")
     assert sorted(ann.videos) == sorted(v.id for v in world.videos)
-    assert len(ann.captions) == 5 * N_VIDEOS
+    assert len(ann.captions) == CAPTIONS_PER_VIDEO * N_VIDEOS
     for v in world.videos:
         assert v.id in ann.splits[v.split]
 
