@@ -143,11 +143,13 @@ def test_the_full_demo_meets_the_retrieval_bar(full: tuple[Path, dict]) -> None:
     assert report["seconds"]["total"] <= 300 * 1.5  # 5 minutes on an idle 2-core machine; the suite may share it
 
 
+_UNMET = pytest.mark.xfail(strict=True, reason="issue 11 open: fusion precision@5 on these queries is 65-80% (README, "
+                                              "'Not met yet'); strict, so this marker must go when the bar is met")
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 11 open: fusion attribute precision@5 is 53-67% per stream (README, "
-                                       "'Not met yet'); strict, so this marker must go when the bar is met")
-def test_the_full_demo_meets_the_attribute_bar(full: tuple[Path, dict]) -> None:
-    """Attribute precision@5 >= 90% per stream through the deployed fusion model."""
+@pytest.mark.parametrize("stream", [pytest.param("object", marks=_UNMET), pytest.param("activity", marks=_UNMET), "audio"])
+def test_the_full_demo_meets_the_attribute_bar(full: tuple[Path, dict], stream: str) -> None:
+    """Attribute precision@5 >= 90% for the stream's queries through the deployed fusion model."""
     deployed = full[1]["held_out"]["deployed"]
-    for stream in ("object", "activity", "audio"):
-        assert deployed["p5"][stream] >= 90.0, (stream, deployed["p5"])
+    assert deployed["p5"][stream] >= 90.0, (stream, deployed["p5"])
