@@ -197,22 +197,37 @@ def query_like(index_dir: Path, video: str | int | Path, k: int = 10, model: Pat
     """
     if k < 1:
         raise SettingError("k", str(k), ">= 1")
-    warnings: list[str] = []
     with Index.open(index_dir) as index:
         bundle = _bundle_for(index, model)
-        weights = parse_space_weights(space_weights, bundle)
-        vid = indexed_video(index, video)
-        row = index.row(vid) if vid is not None else None
-        if row is None:
-            if not Path(str(video)).is_file():
-                got = f"{video!r}: {'indexed, but it has no row (it failed to embed)' if vid is not None else 'no indexed video and no file'}"
-                raise SettingError("video", got, "an indexed video's id or path, or a video file")
-            row = _embed_file(Path(str(video)), bundle, index, backend, device)
-        width = bundle.config.embed_dim
-        question = np.concatenate([weights[s.name] * row[i * width:(i + 1) * width] for i, s in enumerate(bundle.config.spaces)])
-        (hits,) = rank(index, question[None].astype(np.float32), k, exclude=vid if exclude_self else None)
-        warnings += moment_warnings(index)
-    return hits, warnings
+        question, vid = like_question(index, bundle, video, parse_space_weights(space_weights, bundle), backend, device)
+        (hits,) = rank(index, question[None], k, exclude=vid if exclude_self else None)
+        return hits, moment_warnings(index)
+
+
+def like_question(index: Index, bundle: Bundle, video: str | int | Path, weights: dict[str, float],
+                  backend: str = "auto", device: str = "auto") -> tuple[np.ndarray, int | None]:
+    """The fused question float32 [D] that a video asks (its row, each space's part scaled by its
+    weight), and its id where it is indexed. For callers that keep an index and a bundle open
+    (a server): ``rank(index, question[None], k, exclude=vid)`` then answers it.
+
+    Args:
+        index: The open index; bundle: its model (checked by the caller); weights: per space
+            (:func:`parse_space_weights`); the rest as for :func:`query_like`.
+
+    Raises:
+        SettingError: ``video`` is neither indexed (with a row) nor a file (``setting`` "video").
+        InputError: A file that cannot be decoded.
+    """
+    vid = indexed_video(index, video)
+    row = index.row(vid) if vid is not None else None
+    if row is None:
+        if not Path(str(video)).is_file():
+            got = f"{video!r}: {'indexed, but it has no row (it failed to embed)' if vid is not None else 'no indexed video and no file'}"
+            raise SettingError("video", got, "an indexed video's id or path, or a video file")
+        row = _embed_file(Path(str(video)), bundle, index, backend, device)
+    width = bundle.config.embed_dim
+    question = np.concatenate([weights[s.name] * row[i * width:(i + 1) * width] for i, s in enumerate(bundle.config.spaces)])
+    return question.astype(np.float32), vid
 
 
 def indexed_video(index: Index, video: str | int | Path) -> int | None:

@@ -7,6 +7,7 @@ against known answers, through the real decoder and collection pipeline."""
 from __future__ import annotations
 
 import fractions
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -114,6 +115,9 @@ def test_the_window_that_holds_the_cue_wins(tmp_path: Path) -> None:
 
 def test_an_index_without_moments_answers_without_them(tmp_path: Path) -> None:
     _embed([write_cue_video(tmp_path / "cue.mp4")], tmp_path / "ix", moments=False)
+    with sqlite3.connect(tmp_path / "ix" / "manifest.sqlite") as db:  # as an index made before moments: no trace of them
+        db.execute("DROP TABLE windows")
+    (tmp_path / "ix" / "windows").rmdir()
     with Index.open(tmp_path / "ix") as index:
         assert not index.has_moments and index.without_moments() == {"../cue.mp4"}
         (hits,) = rank(index, RED[None], k=1)
