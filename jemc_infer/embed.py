@@ -5,6 +5,11 @@ and video heads run through engines (``jemc_infer.engines``: exported graphs, or
 index's manifest is the job store, and :class:`IndexSink` commits a shard every ``flush_every``
 videos. A video already embedded unchanged with the same model is skipped; a changed one is
 re-embedded; ``prune`` drops videos whose files are gone.
+
+Moments: a new index keeps each video's per-window rows beside its pooled row (one per sampled
+frame and one per clip, ``jemc_infer.moments``), so that a hit can say where in the video it
+matches. An index made before them has none; ``moments=True`` turns them on and re-embeds its
+videos, so that an index has windows for every video or for none.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ import numpy as np
 
 from jemc_infer.bundle import Bundle, read_bundle
 from jemc_infer.collection import VIDEO_EXTENSIONS, Event, Job, Options, RunSummary, VideoRecord, run_collection, scan
+from jemc_infer.config import ModelConfig
 from jemc_infer.engines import Engine, open_engine
 from jemc_infer.errors import BundleError, InputError
 from jemc_infer.index.store import MANIFEST, Index
+from jemc_infer.index.windows import WindowRows
 from jemc_infer.manifest import graph_entry
+from jemc_infer.moments import window_rows
 from jemc_infer.query import resolve_model
 from jemc_infer.specs import SOUNDNET_MIN_EXPORT_SAMPLES
-from jemc_infer.video.pipeline import VideoResult
+from jemc_infer.video.pipeline import VideoResult, Windows, extract_features
 from jemc_infer.video.sampling import Sampling, i3d_input, resnet_input
 
 
@@ -53,28 +61,41 @@ class IndexSink:
     def __init__(self, index: Index, bundle: Bundle, heads: Engine, flush_every: int, batch_size: int) -> None:
         self.index, self.config, self.heads = index, bundle.config, heads
         self.flush_every, self.batch_size = flush_every, batch_size
-        self.paired = sorted({f for s in self.config.spaces for f in s.paired})
-        self.pending: list[tuple[VideoRecord, dict[str, np.ndarray]]] = []
+        self.moments = index.has_moments  # windows with every shard (results must carry them)
+        self.pending: list[tuple[VideoRecord, dict[str, np.ndarray], dict[str, Windows]]] = []
 
     def add(self, job: Job, result: VideoResult) -> int:
         duration = result.stats.duration if result.stats else None
-        self.pending.append((job.record("ok", duration), result.features))
+        self.pending.append((job.record("ok", duration), result.features, result.windows))
         return self.flush() if len(self.pending) >= self.flush_every else 0
 
     def flush(self) -> int:
         if not self.pending:
             return 0
-        config, pending = self.config, self.pending
-        feats = {f: np.stack([p[1].get(f, np.zeros(config.feature_dims[f], np.float32)) for p in pending]).astype(np.float32)
-                 for f in config.features}
-        inputs = {**feats, **{f"{f}_mask": np.array([f in p[1] for p in pending]) for f in self.paired}}
-        parts = []
-        for a in range(0, len(pending), self.batch_size):  # within the engine's batch limits (TensorRT profiles)
-            out = self.heads.run({name: v[a : a + self.batch_size] for name, v in inputs.items()})
-            parts.append(np.concatenate([out[f"video_{s.name}"] for s in config.spaces], axis=1))
-        self.index.add_shard(np.concatenate(parts), [p[0] for p in pending])
+        pending = self.pending
+        rows = pooled_rows(self.config, self.heads, [p[1] for p in pending], self.batch_size)
+        windows: WindowRows | None = None
+        if self.moments:
+            windows = window_rows(self.config, self.heads, rows, [p[1] for p in pending], [p[2] for p in pending],
+                                  self.batch_size, self.index.dtype)
+        self.index.add_shard(rows, [p[0] for p in pending], windows)
         self.pending = []
         return len(pending)
+
+
+def pooled_rows(config: ModelConfig, heads: Engine, features: list[dict[str, np.ndarray]], batch_size: int) -> np.ndarray:
+    """float32 [n, D]: the index rows ``[v_1 | v_2 | …]`` of videos given their pooled features
+    (stream → float32 [d]; a feature a video lacks, e.g. the audio of a silent one, is zeros and
+    its mask, for a paired feature, False). ``batch_size`` videos per head call."""
+    paired = sorted({f for s in config.spaces for f in s.paired})
+    feats = {f: np.stack([p.get(f, np.zeros(config.feature_dims[f], np.float32)) for p in features]).astype(np.float32)
+             for f in config.features}
+    inputs = {**feats, **{f"{f}_mask": np.array([f in p for p in features]) for f in paired}}
+    parts = []
+    for a in range(0, len(features), batch_size):  # within the engine's batch limits (TensorRT profiles)
+        out = heads.run({name: v[a : a + batch_size] for name, v in inputs.items()})
+        parts.append(np.concatenate([out[f"video_{s.name}"] for s in config.spaces], axis=1))
+    return np.concatenate(parts)
 
 
 @dataclass
@@ -110,6 +131,7 @@ def embed(
     extensions: Iterable[str] = VIDEO_EXTENSIONS,
     prune: bool = False,
     on_event: Callable[[Event], None] | None = None,
+    moments: bool | None = None,
 ) -> EmbedSummary:
     """Embed every video under ``inputs`` into the index at ``index_dir``.
 
@@ -126,9 +148,14 @@ def embed(
         extensions: Which files are videos.
         prune: Drop indexed videos whose files no longer exist.
         on_event: Called with each progress event (``jemc_infer.collection.run``).
+        moments: Keep each video's per-window rows (where in it a query matches). None: yes for
+            a new index, as it was for an existing one. True on an index made without them turns
+            them on and re-embeds its videos (those under ``inputs``; the others keep no moment
+            until embedded again). False on an index with moments is refused.
 
     Raises:
-        InputError: Bad model or index (another model, another writer), nothing to scan.
+        InputError: Bad model or index (another model, another writer, ``moments=False`` on an
+            index with moments), nothing to scan.
         BackendUnavailableError: No engine can run a graph.
     """
     if dtype not in ("float32", "float16"):
@@ -138,26 +165,86 @@ def embed(
         options = replace(options, sampling=trained_sampling(bundle) or options.sampling)
     found = scan(inputs, extensions)
     streams = tuple(bundle.config.features)
-    engines: dict[str, Engine] = {}
     summary = EmbedSummary(RunSummary(), problems=found.problems)
+    engines, summary.engines = open_engines(bundle, backend, device)
     try:
-        for graph in [*streams, "video"]:
-            engines[graph], why = open_engine(bundle.path, graph, backend=backend, device=device)
-            summary.engines.append(why)
-        _check_widths(bundle, engines)
         index_dir.mkdir(parents=True, exist_ok=True)
         with Index.open(index_dir, index_settings(bundle, options.sampling, dtype), writer=True) as index:
             summary.messages.extend(index.messages)
             index.set_model_path(bundle.path)
             if prune:
                 summary.pruned = index.prune([p for p in index.videos() if not (index_dir / p).exists()])
+            summary.messages.extend(_settle_moments(index, moments))
             sink = IndexSink(index, bundle, engines["video"], flush_every, options.frame_batch)
             summary.run = run_collection(found.files, index.jobs, sink, lambda: EngineEncoder(engines),
-                                         replace(options, streams=streams), on_event)
+                                         replace(options, streams=streams, keep_windows=index.has_moments), on_event,
+                                         redo=index.without_moments() if index.has_moments else ())
     finally:
         for e in engines.values():
             e.close()
     return summary
+
+
+def _settle_moments(index: Index, moments: bool | None) -> list[str]:
+    """Turn moments on for a new index (or when asked); refuse to turn them off. Returns messages."""
+    if index.has_moments:
+        if moments is False:
+            raise InputError(f"moments | off | expected on: {index.path} keeps the moments of every video (an index has them "
+                             "for all its videos or none): embed into another index to have none")
+        return []
+    if moments or (moments is None and index.is_new()):
+        old = len(index.without_moments())
+        index.keep_moments()
+        return [f"{index.path}: adding moments: its {old} videos are embedded again"] if old else []
+    if moments is False:  # asked for none
+        return []
+    return [f"{index.path} keeps no moments (made before them): embed with --with-moments to add them "
+            "(every video is embedded again)"]
+
+
+def embed_video(path: Path, bundle: Bundle, sampling: Sampling, engines: dict[str, Engine], batch_size: int = 16,
+                time_limit: float = 600.0) -> np.ndarray:
+    """One video file → its pooled row float32 [D], as ``embed`` would store it (``query --like``).
+
+    Args:
+        path: The video file.
+        bundle: The model.
+        sampling: The index's sampling (``Index.settings["sampling"]``).
+        engines: The backbone engines by feature name and the heads as ``video`` (:func:`open_engines`).
+        batch_size: Frames per backbone call and windows per head call.
+        time_limit: Seconds of decoding before giving up.
+
+    Raises:
+        InputError: The file cannot be decoded (the decoder's reason).
+    """
+    streams = tuple(bundle.config.features)
+    (result,) = extract_features([path], sampling, EngineEncoder(engines), streams=streams, workers=1, time_limit=time_limit,
+                                 frame_batch=batch_size, clip_batch=max(1, batch_size // 4))
+    if not result.ok:
+        raise InputError(f"{path} | {result.reason} | expected a video FFmpeg can decode")
+    return pooled_rows(bundle.config, engines["video"], [result.features], batch_size)[0]
+
+
+def open_engines(bundle: Bundle, backend: str = "auto", device: str = "auto") -> tuple[dict[str, Engine], list[str]]:
+    """The engines ``embed`` runs: each backbone by its feature's name, and the heads as ``video``;
+    and why each backend was chosen. The caller closes them (on error they are closed here).
+
+    Raises:
+        BackendUnavailableError: No engine can run a graph.
+        InputError: A backbone's width differs from what the model was trained on.
+    """
+    engines: dict[str, Engine] = {}
+    whys = []
+    try:
+        for graph in [*bundle.config.features, "video"]:
+            engines[graph], why = open_engine(bundle.path, graph, backend=backend, device=device)
+            whys.append(why)
+        _check_widths(bundle, engines)
+    except BaseException:
+        for e in engines.values():
+            e.close()
+        raise
+    return engines, whys
 
 
 def trained_sampling(bundle: Bundle) -> Sampling | None:

@@ -3,6 +3,11 @@
 A query is tokenised, encoded by the text engine into one embedding per space, and fused into one
 vector ``[w_1·t_1 | w_2·t_2 | …]``: its inner product with an index row ``[v_1 | v_2 | …]`` is
 the model's score ``Σ_s w_s cos_s``, so fusion costs nothing at search time.
+
+Ranking is on the videos' pooled rows (the paper's model). Where the index keeps moments, each
+hit also says which window of its video scores highest for the question (``Hit.moment``;
+``jemc_infer.index.windows``). :func:`query_like` asks with a video instead of a sentence: its own
+row is the question ("more like this").
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from jemc_infer.engines import Engine, open_engine
 from jemc_infer.errors import InputError, ModelMismatchError, SettingError
 from jemc_infer.index.search import search
 from jemc_infer.index.store import Index
+from jemc_infer.index.windows import best_window
 
 MODEL_ENV = "JEMC_MODEL"
 DEMO_MODEL = Path("demo/models/jemc")  # what `jemc-infer demo` (make demo) deploys
@@ -123,14 +129,140 @@ def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = N
     if not texts:
         raise SettingError("texts", "no text", "at least one sentence")
     with Index.open(index_dir) as index:
-        bundle = read_bundle(resolve_model(model, index))
-        if bundle.fingerprint != index.settings["model"]:
-            raise ModelMismatchError(index_dir, index.settings["model"], bundle.fingerprint, bundle.path)
+        bundle = _bundle_for(index, model)
         engine, why = open_engine(bundle.path, "text", backend=backend, device=device)
         with engine:
             queries, warnings = encode_queries(bundle, engine, texts, parse_space_weights(space_weights, bundle))
-        scores, ids = search(index, queries, k)
-        info = index.describe(ids)
-    hits = [[Hit(r + 1, float(s), info[int(i)][0], info[int(i)][1], int(i)) for r, (s, i) in enumerate(zip(srow, irow, strict=True))]
-            for srow, irow in zip(scores, ids, strict=True)]
+        hits = rank(index, queries, k)
+        warnings += moment_warnings(index)
     return hits, warnings
+
+
+def rank(index: Index, queries: np.ndarray, k: int, exclude: int | None = None) -> list[list[Hit]]:
+    """The top ``k`` videos for each fused query float32 [nq, D], with their best moments.
+
+    Args:
+        index: An open index.
+        queries: Fused query vectors (:func:`encode_queries`, or video rows for :func:`query_like`).
+        k: Hits per query (>= 1).
+        exclude: A video id never to return (the question's own video).
+
+    Returns:
+        One list of hits per query, best first; ``moment`` set where the index keeps the video's windows.
+    """
+    scores, ids = search(index, queries, k + (exclude is not None))
+    info = index.describe(ids)
+    windows = index.windows(ids) if index.has_moments else {}
+    hits = []
+    for q, srow, irow in zip(queries, scores, ids, strict=True):
+        kept = [(float(s), int(i)) for s, i in zip(srow, irow, strict=True) if int(i) != exclude and i >= 0][:k]
+        hits.append([Hit(r + 1, s, info[i][0], info[i][1], i, best_window(windows[i], q) if i in windows else None)
+                     for r, (s, i) in enumerate(kept)])
+    return hits
+
+
+def moment_warnings(index: Index) -> list[str]:
+    """One line where the index keeps no moments (made before them), saying how to add them."""
+    if index.has_moments:
+        return []
+    return [f"{index.path} keeps no moments (built before them): results come without one; "
+            f"`jemc-infer embed VIDEOS --index {index.path} --with-moments` adds them"]
+
+
+def query_like(index_dir: Path, video: str | int | Path, k: int = 10, model: Path | None = None,
+               space_weights: str | None = None, backend: str = "auto", device: str = "auto",
+               exclude_self: bool = False) -> tuple[list[Hit], list[str]]:
+    """Search an index with a video: its own pooled row is the question ("more like this").
+
+    Args:
+        index_dir: The index.
+        video: An indexed video's id (an int, or a string of digits), its path as stored (relative
+            to the index, as ``Hit.path``), or a video file (an indexed one is not embedded again;
+            any other is embedded on the fly with the engines ``embed`` uses, with the index's sampling).
+        k: Hits (>= 1).
+        model: The model bundle (else ``$JEMC_MODEL``, the index's, the demo bundle).
+        space_weights: Fusion weights, as for :func:`query` (each space's part of the row is scaled).
+        backend, device: Engine choice for a file that must be embedded.
+        exclude_self: Leave the video itself out of the hits (when it is indexed).
+
+    Returns:
+        The hits, best first (the video itself first, with score ≈ Σ_s w_s, unless excluded), and
+        warnings for the user.
+
+    Raises:
+        SettingError: k < 1, no model found, bad weights, ``video`` neither indexed nor a file
+            (``setting`` "video").
+        ModelMismatchError: The index was made with another model.
+        InputError: No index; a file that cannot be decoded.
+    """
+    if k < 1:
+        raise SettingError("k", str(k), ">= 1")
+    with Index.open(index_dir) as index:
+        bundle = _bundle_for(index, model)
+        question, vid = like_question(index, bundle, video, parse_space_weights(space_weights, bundle), backend, device)
+        (hits,) = rank(index, question[None], k, exclude=vid if exclude_self else None)
+        return hits, moment_warnings(index)
+
+
+def like_question(index: Index, bundle: Bundle, video: str | int | Path, weights: dict[str, float],
+                  backend: str = "auto", device: str = "auto") -> tuple[np.ndarray, int | None]:
+    """The fused question float32 [D] that a video asks (its row, each space's part scaled by its
+    weight), and its id where it is indexed. For callers that keep an index and a bundle open
+    (a server): ``rank(index, question[None], k, exclude=vid)`` then answers it.
+
+    Args:
+        index: The open index; bundle: its model (checked by the caller); weights: per space
+            (:func:`parse_space_weights`); the rest as for :func:`query_like`.
+
+    Raises:
+        SettingError: ``video`` is neither indexed (with a row) nor a file (``setting`` "video").
+        InputError: A file that cannot be decoded.
+    """
+    vid = indexed_video(index, video)
+    row = index.row(vid) if vid is not None else None
+    if row is None:
+        if not Path(str(video)).is_file():
+            got = f"{video!r}: {'indexed, but it has no row (it failed to embed)' if vid is not None else 'no indexed video and no file'}"
+            raise SettingError("video", got, "an indexed video's id or path, or a video file")
+        row = _embed_file(Path(str(video)), bundle, index, backend, device)
+    width = bundle.config.embed_dim
+    question = np.concatenate([weights[s.name] * row[i * width:(i + 1) * width] for i, s in enumerate(bundle.config.spaces)])
+    return question.astype(np.float32), vid
+
+
+def indexed_video(index: Index, video: str | int | Path) -> int | None:
+    """The id of the indexed video ``video`` names (an id, a stored path, or a file's path), or None."""
+    text = str(video)
+    if (isinstance(video, int) or text.isdigit()) and int(text) in index.describe(np.array([int(text)])):
+        return int(text)
+    records = index.videos()
+    if text in records:
+        return records[text].id
+    if Path(text).exists():
+        key = index.jobs.key(Path(text).absolute())
+        if key in records:
+            return records[key].id
+        real = os.path.realpath(text)
+        for path, rec in records.items():
+            if os.path.realpath(index.path / path) == real:
+                return rec.id
+    return None
+
+
+def _embed_file(path: Path, bundle: Bundle, index: Index, backend: str, device: str) -> np.ndarray:
+    from jemc_infer.embed import embed_video, open_engines  # embed builds on this module: imported when used
+    from jemc_infer.video.sampling import Sampling
+
+    engines, _ = open_engines(bundle, backend, device)
+    try:
+        return embed_video(path, bundle, Sampling(**index.settings["sampling"]), engines)
+    finally:
+        for e in engines.values():
+            e.close()
+
+
+def _bundle_for(index: Index, model: Path | None) -> Bundle:
+    bundle = read_bundle(resolve_model(model, index))
+    if bundle.fingerprint != index.settings["model"]:
+        raise ModelMismatchError(index.path, index.settings["model"], bundle.fingerprint, bundle.path)
+    return bundle

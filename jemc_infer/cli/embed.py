@@ -34,6 +34,10 @@ def embed(
     dtype: Annotated[str, typer.Option(help="Row precision: float32 or float16 (half the size).")] = "float32",
     extensions: Annotated[str, typer.Option(help="Comma-separated video file extensions.")] = ",".join(VIDEO_EXTENSIONS),
     prune: Annotated[bool, typer.Option("--prune", help="Drop indexed videos whose files are gone.")] = False,
+    moments: Annotated[bool | None, typer.Option(
+        "--with-moments/--no-moments", help="Keep each frame's and clip's row, so that `query` says where a video matches "
+        "(default: on for a new index, as before for an existing one; --with-moments on an index made without them "
+        "embeds its videos again).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -53,7 +57,7 @@ def embed(
         with Progress("embed", show_bar=not quiet and not as_json, show_failures=not as_json, on_planned=skipped) as progress:
             s = run_embed(videos, index, model_for_index(model, index), backend=backend, device=device, options=options,
                           flush_every=flush_every, dtype=dtype, extensions=[e for e in extensions.split(",") if e], prune=prune,
-                          on_event=progress)
+                          on_event=progress, moments=moments)
     except SettingsMismatchError as err:
         raise fail(f"{err} (jemc-infer embed ... --index NEW_DIR)") from None
     except SettingError as err:  # the model was not found: name this command's option

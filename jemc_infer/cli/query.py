@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,20 @@ from jemc_infer.errors import InputError
 app = typer.Typer()
 
 # query()'s argument names → this command's options, for its SettingErrors
-FLAGS = {"model": "--model", "k": "-k", "space_weights": "--space-weights", "texts": "TEXT or --queries FILE"}
+FLAGS = {"model": "--model", "k": "-k", "space_weights": "--space-weights", "texts": "TEXT or --queries FILE", "video": "--like"}
+
+
+def clock(seconds: float) -> str:
+    """``HH:MM:SS`` of whole seconds."""
+    s = int(seconds)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def moment_text(moment: tuple[float, float] | None) -> str:
+    """``00:01:23–00:01:27``: the start rounded down, the end up, so the span holds the window."""
+    if moment is None:
+        return "-"
+    return f"{clock(math.floor(moment[0]))}–{clock(math.ceil(moment[1]))}"
 
 
 def _shown(index: Path, rel: str) -> str:
@@ -37,22 +51,31 @@ def query(
     space_weights: Annotated[str | None, typer.Option(help="Fusion weights, e.g. object=1,activity=0.5.")] = None,
     backend: Annotated[str, typer.Option(help="auto, tensorrt, onnxruntime or torch.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    like: Annotated[str | None, typer.Option(help="More like this: rank by a video (a file, or an indexed video's id or path).",
+                                             metavar="VIDEO")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per result.")] = False,
 ) -> None:
-    """Rank the index's videos for TEXT (or each line of --queries): rank, score, path, duration."""
-    from jemc_infer.query import ModelMismatchError, SettingError
+    """Rank the index's videos for TEXT (or each line of --queries, or the video --like):
+    rank, score, duration, the best-matching moment, path."""
+    from jemc_infer.query import ModelMismatchError, SettingError, query_like
     from jemc_infer.query import query as run_query
 
+    if like is not None and (text is not None or queries is not None):
+        raise fail(f"--like | with {'TEXT' if text is not None else '--queries'} | expected one question: a video (--like) or sentences")
     texts = [text] if text is not None else []
     if queries is not None:
         try:
             texts += [ln.strip() for ln in queries.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as err:
             raise fail(f"{queries} | unreadable ({err.strerror}) | expected a text file, one query per line") from None
-    if not texts:
-        raise fail("query | no text | expected a sentence (jemc-infer query \"a man cooking\") or --queries FILE")
+    if not texts and like is None:
+        raise fail("query | no text | expected a sentence (jemc-infer query \"a man cooking\"), --queries FILE or --like VIDEO")
     try:
-        hits, warnings = run_query(index, texts, k, model, space_weights, backend, device)
+        if like is not None:
+            found, warnings = query_like(index, like, k, model, space_weights, backend, device)
+            hits, texts = [found], [like]
+        else:
+            hits, warnings = run_query(index, texts, k, model, space_weights, backend, device)
     except SettingError as err:  # the same error, naming this command's option
         raise InputError(f"{FLAGS.get(err.setting, err.setting)} | {err.got} | expected {err.expected}") from err
     except ModelMismatchError as err:
@@ -63,12 +86,13 @@ def query(
     for t, rows in zip(texts, hits, strict=True):
         if as_json:
             for h in rows:
-                typer.echo(json.dumps({"query": t, "rank": h.rank, "score": round(h.score, 6), "path": _shown(index, h.path),
-                                       "duration": h.duration, "id": h.id}))
+                moment = None if h.moment is None else [round(h.moment[0], 3), round(h.moment[1], 3)]
+                typer.echo(json.dumps({"like" if like is not None else "query": t, "rank": h.rank, "score": round(h.score, 6),
+                                       "path": _shown(index, h.path), "duration": h.duration, "id": h.id, "moment": moment}))
             continue
         if len(texts) > 1:
             typer.echo(f"\n{t}")
-        typer.echo(f"{'rank':>4}  {'score':>7}  {'duration':>8}  path")
+        typer.echo(f"{'rank':>4}  {'score':>7}  {'duration':>8}  {'moment':<17}  path")
         for h in rows:
             dur = f"{h.duration:.1f}s" if h.duration is not None else "-"
-            typer.echo(f"{h.rank:>4}  {h.score:7.4f}  {dur:>8}  {_shown(index, h.path)}")
+            typer.echo(f"{h.rank:>4}  {h.score:7.4f}  {dur:>8}  {moment_text(h.moment):<17}  {_shown(index, h.path)}")

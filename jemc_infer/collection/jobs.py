@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,16 +133,17 @@ class JobStore:
         rows = self.db.execute("SELECT id, path, size, mtime_ns, content_hash, duration, status, reason FROM videos")
         return {r[1]: VideoRecord(*r[1:], id=r[0]) for r in rows}
 
-    def plan(self, files: list[Path], retry_failed: bool = False) -> Plan:
+    def plan(self, files: list[Path], retry_failed: bool = False, redo: Collection[str] = ()) -> Plan:
         """Which of ``files`` need processing: those not in the store, changed since (size or
-        mtime, unless only touched: same size and content hash), or failed with ``retry_failed``."""
+        mtime, unless only touched: same size and content hash), failed with ``retry_failed``, or
+        whose store path is in ``redo``."""
         known = self.records()
         todo, skipped = [], 0
         for f in files:
             st = f.stat()
             job = Job(f, self.key(f), st.st_size, st.st_mtime_ns)
             rec = known.get(job.key)
-            if rec is not None and (rec.status == "ok" or not retry_failed) and _unchanged(rec, job):
+            if rec is not None and job.key not in redo and (rec.status == "ok" or not retry_failed) and _unchanged(rec, job):
                 skipped += 1
             else:
                 todo.append(job)

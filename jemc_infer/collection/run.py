@@ -12,7 +12,7 @@ that one CLI renderer turns into a progress bar and a summary.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -92,7 +92,8 @@ class RunSummary:
 
 
 def run_collection(paths: Sequence[Path], store: JobStore, sink: Sink, encoder: Callable[[], FeatureEncoder],
-                   options: Options = Options(), on_event: Callable[[Event], None] | None = None) -> RunSummary:
+                   options: Options = Options(), on_event: Callable[[Event], None] | None = None,
+                   redo: Collection[str] = ()) -> RunSummary:
     """Process every video of ``paths`` that the store does not have done, into ``sink``.
 
     Args:
@@ -102,6 +103,7 @@ def run_collection(paths: Sequence[Path], store: JobStore, sink: Sink, encoder: 
         encoder: Builds the backbones; called only if some video needs processing.
         options: Sampling, streams, workers, batch sizes, retry, windows.
         on_event: Called with each :data:`Event`, in order.
+        redo: Store paths to process again even if done and unchanged (an index gaining moments).
 
     Returns:
         What this run did.
@@ -111,7 +113,7 @@ def run_collection(paths: Sequence[Path], store: JobStore, sink: Sink, encoder: 
     """
     t0 = time.monotonic()
     emit = on_event or (lambda event: None)
-    plan = store.plan(list(paths), options.retry_failed)
+    plan = store.plan(list(paths), options.retry_failed, redo)
     summary = RunSummary(skipped=plan.skipped)
     emit(Planned(len(plan.todo), plan.skipped))
     if plan.todo:

@@ -8,10 +8,13 @@ Layout::
                           video: path relative to INDEX, size, mtime, content hash, duration,
                           status ok/failed + reason, shard, row)
       shards/000001.npy   float16/float32 [n, D]: rows = [space 1 | space 2 | …] embeddings
+      windows/000001.npy  float16/float32 [m, D]: the per-window rows of shard 1's videos, with
+                          their times in the manifest's ``windows`` table (indexes with moments:
+                          meta ``moments`` = 1; see ``jemc_infer.index.windows``)
       lock                the writer's pid (flock-ed while it writes)
 
 A shard is written under a temporary name, fsynced, renamed, and only then committed to the
-manifest together with its videos, in one transaction: a crash at any point leaves the old state
+manifest together with its videos (and its window shard, written the same way), in one transaction: a crash at any point leaves the old state
 or the new one. Shard files the manifest does not know (a crash between rename and commit) and
 temporary files are removed when a writer opens the index. A re-embedded video keeps its id and
 points at its new row; its old row is dead and never returned.
@@ -35,10 +38,11 @@ from jemc_infer.collection.jobs import JobStore, VideoRecord
 from jemc_infer.collection.lock import WriterLock
 from jemc_infer.errors import IndexCorruptError, InputError, SettingsMismatchError
 from jemc_infer.index.source import Shard
+from jemc_infer.index.windows import VideoWindows, WindowRows
 from jemc_infer.specs import OLD_GRAPH_NAMES
 
 INDEX_FORMAT = "jemc-index/1"
-MANIFEST, SHARDS, LOCK = "manifest.sqlite", "shards", "lock"
+MANIFEST, SHARDS, WINDOWS, LOCK = "manifest.sqlite", "shards", "windows", "lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,6 +56,11 @@ CREATE TABLE IF NOT EXISTS videos (
     shard INTEGER REFERENCES shards(id), row INTEGER, updated REAL NOT NULL);
 -- rows whose video moved on (re-embedded, failed since, pruned): search skips them
 CREATE TABLE IF NOT EXISTS dead (shard INTEGER NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (shard, row));
+-- the window shard of a shard (indexes with moments); blobs little-endian: offsets int64 [rows + 1]
+-- (pooled row i's windows are offsets[i]:offsets[i+1]), starts/ends float64 [m] seconds, spaces uint8 [m]
+CREATE TABLE IF NOT EXISTS windows (shard INTEGER PRIMARY KEY REFERENCES shards(id), file TEXT UNIQUE NOT NULL,
+                                    rows INTEGER NOT NULL, offsets BLOB NOT NULL, starts BLOB NOT NULL,
+                                    ends BLOB NOT NULL, spaces BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS row_left AFTER UPDATE OF shard, row, status ON videos
     WHEN OLD.shard IS NOT NULL AND (NEW.shard IS NOT OLD.shard OR NEW.row IS NOT OLD.row OR NEW.status != 'ok')
     BEGIN INSERT OR IGNORE INTO dead VALUES (OLD.shard, OLD.row); END;
@@ -92,6 +101,7 @@ class Index:
         lock = None
         if writer:
             (path / SHARDS).mkdir(parents=True, exist_ok=True)
+            (path / WINDOWS).mkdir(exist_ok=True)
             lock = WriterLock(path / LOCK)
         try:
             db = sqlite3.connect(db_path, timeout=30)
@@ -146,14 +156,16 @@ class Index:
         self.close()
 
     def _clean_orphans(self) -> None:
-        known = {r[0] for r in self.db.execute("SELECT file FROM shards")}
+        known = {r[0] for r in self.db.execute("SELECT file FROM shards UNION ALL SELECT file FROM windows")}
         removed = 0
-        for p in (self.path / SHARDS).iterdir():
-            if f"{SHARDS}/{p.name}" not in known:
+        for folder in (SHARDS, WINDOWS):
+            gone = [p for p in (self.path / folder).iterdir() if f"{folder}/{p.name}" not in known]
+            for p in gone:
                 p.unlink(missing_ok=True)
-                removed += 1
+            if gone:
+                fsync_dir(self.path / folder)
+            removed += len(gone)
         if removed:
-            fsync_dir(self.path / SHARDS)
             self.messages.append(f"removed {removed} file(s) left by an interrupted run")
 
     # -- reading -----------------------------------------------------------------------------
@@ -176,6 +188,29 @@ class Index:
         self._check_writer()
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model_path', ?)", (str(Path(path).resolve()),))
+
+    @property
+    def has_moments(self) -> bool:
+        """Whether every shard this index writes keeps its videos' windows (indexes made before
+        moments existed do not, until ``embed --with-moments``)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'moments'").fetchone()
+        return row is not None and row[0] == "1"
+
+    def is_new(self) -> bool:
+        """No video committed yet (ok or failed)."""
+        return self.db.execute("SELECT COUNT(*) FROM videos").fetchone()[0] == 0
+
+    def keep_moments(self) -> None:
+        """From now on every shard keeps its windows. The videos committed before without them
+        are listed by :meth:`without_moments` (``embed`` re-embeds them)."""
+        self._check_writer()
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('moments', '1')")
+
+    def without_moments(self) -> set[str]:
+        """Paths of the ok videos whose rows have no windows."""
+        q = "SELECT path FROM videos WHERE status = 'ok' AND shard NOT IN (SELECT shard FROM windows)"
+        return {r[0] for r in self.db.execute(q)}
 
     def videos(self) -> dict[str, VideoRecord]:
         """path (relative to the index) → its record (``id`` is what search answers with)."""
@@ -208,13 +243,61 @@ class Index:
                 ids[dead[sid]] = -1
                 if (ids < 0).all():
                     continue
-            try:
-                data = np.load(self.path / file, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise IndexCorruptError(f"{self.path / file} | unreadable ({err}) | expected the shard the manifest lists") from None
-            if data.shape != (rows, self.dim):
-                raise IndexCorruptError(f"{self.path / file} | shape {list(data.shape)} | expected [{rows}, {self.dim}]")
-            yield Shard(rows=data, ids=ids)
+            yield Shard(rows=self._load(file, rows), ids=ids)
+
+    def row(self, video_id: int) -> np.ndarray | None:
+        """The pooled row float32 [D] of a video, or None if it has none (unknown, failed)."""
+        found = self.db.execute("SELECT s.file, v.row FROM videos v JOIN shards s ON s.id = v.shard "
+                                "WHERE v.id = ? AND v.status = 'ok'", (int(video_id),)).fetchone()
+        if found is None:
+            return None
+        return np.asarray(self._load(found[0], None)[found[1]], dtype=np.float32)
+
+    def windows(self, ids: np.ndarray) -> dict[int, VideoWindows]:
+        """id → its windows (rows, times, spaces), for the ids that have them.
+
+        Raises:
+            IndexCorruptError: A window shard is unreadable or disagrees with the manifest.
+        """
+        wanted = sorted({int(i) for i in np.asarray(ids).ravel() if i >= 0})
+        found: list[tuple[int, int, int]] = []
+        for start in range(0, len(wanted), 900):  # SQLite's parameter limit
+            part = wanted[start:start + 900]
+            q = f"SELECT id, shard, row FROM videos WHERE status = 'ok' AND id IN ({','.join('?' * len(part))})"
+            found += self.db.execute(q, part).fetchall()
+        out: dict[int, VideoWindows] = {}
+        shards: dict[int, tuple | None] = {}
+        for vid, sid, row in found:
+            if sid not in shards:
+                meta = self.db.execute("SELECT file, rows, offsets, starts, ends, spaces FROM windows WHERE shard = ?", (sid,)).fetchone()
+                shards[sid] = None if meta is None else self._window_shard(*meta)
+            ws = shards[sid]
+            if ws is None:
+                continue
+            rows, offsets, starts, ends, spaces = ws
+            if row + 1 >= len(offsets):
+                raise IndexCorruptError(f"{self.path / MANIFEST} | row {row} beyond the {len(offsets) - 1} of its window shard "
+                                        "| expected one window range per shard row")
+            part = slice(int(offsets[row]), int(offsets[row + 1]))
+            out[vid] = VideoWindows(rows[part], starts[part], ends[part], spaces[part])
+        return out
+
+    def _window_shard(self, file: str, rows: int, offsets: bytes, starts: bytes, ends: bytes, spaces: bytes) -> tuple:
+        o = np.frombuffer(offsets, "<i8")
+        s, e, sp = np.frombuffer(starts, "<f8"), np.frombuffer(ends, "<f8"), np.frombuffer(spaces, np.uint8)
+        if not (len(s) == len(e) == len(sp) == rows) or (len(o) and o[-1] != rows):
+            raise IndexCorruptError(f"{self.path / MANIFEST} | window shard {file} lists {len(s)} times for {rows} rows "
+                                    "| expected one start, end and space per row")
+        return self._load(file, rows), o, s, e, sp
+
+    def _load(self, file: str, rows: int | None) -> np.ndarray:
+        try:
+            data = np.load(self.path / file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise IndexCorruptError(f"{self.path / file} | unreadable ({err}) | expected the shard the manifest lists") from None
+        if data.ndim != 2 or data.shape[1] != self.dim or (rows is not None and len(data) != rows):
+            raise IndexCorruptError(f"{self.path / file} | shape {list(data.shape)} | expected [{rows if rows is not None else 'n'}, {self.dim}]")
+        return data
 
     def counts(self) -> dict[str, int]:
         out = dict(self.db.execute("SELECT status, COUNT(*) FROM videos GROUP BY status").fetchall())
@@ -226,27 +309,50 @@ class Index:
         return self.jobs.failures()
 
     # -- writing (writer only) -------------------------------------------------------------------
-    def add_shard(self, rows: np.ndarray, records: list[VideoRecord]) -> None:
-        """Write ``rows`` as a new shard and commit it with its videos (row i ↔ records[i])."""
+    def add_shard(self, rows: np.ndarray, records: list[VideoRecord], windows: WindowRows | None = None) -> None:
+        """Write ``rows`` as a new shard and commit it with its videos (row i ↔ records[i]) and,
+        in an index with moments, their windows (required there, refused elsewhere: an index
+        has windows for every video or for none).
+
+        Raises:
+            InputError: Rows or windows of the wrong shape, windows missing or not wanted.
+        """
         self._check_writer()
         if len(rows) != len(records) or rows.ndim != 2 or rows.shape[1] != self.dim:
             raise InputError(f"shard | rows {list(rows.shape)} for {len(records)} videos | expected [{len(records)}, {self.dim}]")
+        if (windows is not None) != self.has_moments:
+            raise InputError(f"shard | {'windows' if windows is not None else 'no windows'} for an index "
+                             f"{'with' if self.has_moments else 'without'} moments | expected "
+                             f"{'windows with every shard' if self.has_moments else 'none (Index.keep_moments() first)'}")
+        if windows is not None:
+            windows.check(len(records), self.dim)
         next_id = (self.db.execute("SELECT MAX(id) FROM shards").fetchone()[0] or 0) + 1
-        rel = f"{SHARDS}/{next_id:06d}.npy"
+        rel, wrel = f"{SHARDS}/{next_id:06d}.npy", f"{WINDOWS}/{next_id:06d}.npy"
+        self._write(rel, rows, "shard-written")
+        if windows is not None:
+            self._write(wrel, windows.rows, "windows-written")
+        crash_point("shard-renamed")
+        with self.db:  # one transaction: the shard, its windows and its videos appear together, or not at all
+            self.db.execute("INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?)", (next_id, rel, len(rows), self.dtype, time.time(), b""))
+            if windows is not None:
+                self.db.execute("INSERT INTO windows VALUES (?, ?, ?, ?, ?, ?, ?)", (
+                    next_id, wrel, len(windows.rows), np.asarray(windows.offsets, "<i8").tobytes(),
+                    np.asarray(windows.start, "<f8").tobytes(), np.asarray(windows.end, "<f8").tobytes(),
+                    np.asarray(windows.space, np.uint8).tobytes()))
+            ids = [self.jobs.upsert(r, shard=next_id, row=i) for i, r in enumerate(records)]
+            self.db.execute("UPDATE shards SET ids = ? WHERE id = ?", (np.asarray(ids, dtype="<i8").tobytes(), next_id))
+
+    def _write(self, rel: str, rows: np.ndarray, point: str) -> None:
+        """``rows`` as ``INDEX/rel``: written to a temporary name, fsynced, renamed."""
         final = self.path / rel
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(rows, dtype=self.dtype), allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
-        crash_point("shard-written")
+        crash_point(point)
         os.replace(tmp, final)
         fsync_dir(final.parent)
-        crash_point("shard-renamed")
-        with self.db:  # one transaction: the shard and its videos appear together, or not at all
-            self.db.execute("INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?)", (next_id, rel, len(rows), self.dtype, time.time(), b""))
-            ids = [self.jobs.upsert(r, shard=next_id, row=i) for i, r in enumerate(records)]
-            self.db.execute("UPDATE shards SET ids = ? WHERE id = ?", (np.asarray(ids, dtype="<i8").tobytes(), next_id))
 
     def record_failures(self, records: list[VideoRecord]) -> None:
         """Commit videos that failed (their reasons are what ``index status`` shows)."""

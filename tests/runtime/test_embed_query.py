@@ -125,8 +125,8 @@ def test_kill_at_chosen_points_then_rerun(runtime_bundle: Path, tmp_path: Path, 
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     r = embed(videos, tmp_path / "ix", runtime_bundle, "--json")
     assert r.exit_code == 0, r.output
-    if point == "shard-renamed:1":  # the renamed shard the manifest never committed
-        assert "removed 1 file(s) left by an interrupted run" in json.loads(r.stdout)["messages"]
+    if point == "shard-renamed:1":  # the renamed shards (pooled and windows) the manifest never committed
+        assert "removed 2 file(s) left by an interrupted run" in json.loads(r.stdout)["messages"]  # the shard and its windows
     _check_each_video_once(tmp_path / "ix", runtime_bundle, 6)
 
 
