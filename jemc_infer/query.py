@@ -133,12 +133,12 @@ def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = N
         engine, why = open_engine(bundle.path, "text", backend=backend, device=device)
         with engine:
             queries, warnings = encode_queries(bundle, engine, texts, parse_space_weights(space_weights, bundle))
-        hits = rank(index, queries, k)
+        hits = rank(index, queries, k, device="cuda" if device == "cuda" else "cpu")
         warnings += moment_warnings(index)
     return hits, warnings
 
 
-def rank(index: Index, queries: np.ndarray, k: int, exclude: int | None = None) -> list[list[Hit]]:
+def rank(index: Index, queries: np.ndarray, k: int, exclude: int | None = None, device: str = "cpu") -> list[list[Hit]]:
     """The top ``k`` videos for each fused query float32 [nq, D], with their best moments.
 
     Args:
@@ -146,11 +146,12 @@ def rank(index: Index, queries: np.ndarray, k: int, exclude: int | None = None) 
         queries: Fused query vectors (:func:`encode_queries`, or video rows for :func:`query_like`).
         k: Hits per query (>= 1).
         exclude: A video id never to return (the question's own video).
+        device: Where the search runs: ``"cpu"`` or ``"cuda"`` (the fused top-k kernel).
 
     Returns:
         One list of hits per query, best first; ``moment`` set where the index keeps the video's windows.
     """
-    scores, ids = search(index, queries, k + (exclude is not None))
+    scores, ids = search(index, queries, k + (exclude is not None), device=device)
     info = index.describe(ids)
     windows = index.windows(ids) if index.has_moments else {}
     hits = []
@@ -200,7 +201,8 @@ def query_like(index_dir: Path, video: str | int | Path, k: int = 10, model: Pat
     with Index.open(index_dir) as index:
         bundle = _bundle_for(index, model)
         question, vid = like_question(index, bundle, video, parse_space_weights(space_weights, bundle), backend, device)
-        (hits,) = rank(index, question[None], k, exclude=vid if exclude_self else None)
+        (hits,) = rank(index, question[None], k, exclude=vid if exclude_self else None,
+                       device="cuda" if device == "cuda" else "cpu")
         return hits, moment_warnings(index)
 
 

@@ -13,5 +13,15 @@ pins=$(grep -iE '^(av|onnxconverter-common)==' constraints.txt)
 # shellcheck disable=SC2086 - one argument per pin
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $pins
+# pycuda is an sdist only: built on the GPU machine against its driver (gpu_check.sh), with its
+# pure-Python dependencies from here.
+"$PY" -m pip download -q --no-deps --no-binary pycuda -d .whl "pycuda==2026.1"
+# shellcheck disable=SC2086
+"$PY" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+  pytools platformdirs mako markupsafe typing-extensions siphash24
+# The top-k kernel's cubins for the lent cards (A100 sm_80, H100/H200 sm_90), built here by nvcc:
+# the GPU machine may have no CUDA toolkit (jemc_infer.index.gpu takes a cached cubin then).
+JEMC_CUDA_CACHE="$PWD/.whl/cubin" "$PY" -c "from jemc_infer.index.gpu import compile_cubin; [compile_cubin(a) for a in ('sm_80', 'sm_90')]"
 ls -1 .whl
 du -sh .whl

@@ -50,7 +50,7 @@ def query(
     queries: Annotated[Path | None, typer.Option(help="A file with one query per line (searched as one batch).")] = None,
     space_weights: Annotated[str | None, typer.Option(help="Fusion weights, e.g. object=1,activity=0.5.")] = None,
     backend: Annotated[str, typer.Option(help="auto, tensorrt, onnxruntime or torch.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (cuda: the text encoder and the top-k search on the GPU, the fused CUDA kernel).")] = "auto",
     like: Annotated[str | None, typer.Option(help="More like this: rank by a video (a file, or an indexed video's id or path).",
                                              metavar="VIDEO")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per result.")] = False,

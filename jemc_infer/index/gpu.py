@@ -69,22 +69,28 @@ def nvcc_command(nvcc: str, arch: str, out: Path, source: Path) -> list[str]:
 def compile_cubin(arch: str, cache: Path | None = None, nvcc: str | None = None) -> tuple[bytes, str]:
     """The kernel's cubin for ``arch`` and ptxas's report (empty when it came from the cache).
 
+    Cached as ``topk-ARCH-SOURCEHASH-COMPILERHASH.cubin``; where no nvcc is found, a cached cubin of
+    the same source and architecture from any compiler serves (a GPU machine without the toolkit
+    runs the cubins ``scripts/gpu_wheels.sh`` built).
+
     Raises:
-        InputError: If no nvcc is found, or it fails.
+        InputError: If no nvcc is found and nothing is cached, or nvcc fails.
     """
+    src = kernel_source()
+    src_key = hashlib.sha256(src.encode()).hexdigest()[:16]
+    cache = cache or Path(os.environ.get("JEMC_CUDA_CACHE", Path.home() / ".cache" / "jemc-infer" / "cuda"))
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
-        raise InputError("nvcc | not found (PATH, $CUDA_HOME/bin, the nvidia-cuda-nvcc wheel) | "
+        for cached in sorted(cache.glob(f"topk-{arch}-{src_key}-*.cubin")):
+            return cached.read_bytes(), ""
+        raise InputError(f"nvcc | not found (PATH, $CUDA_HOME/bin, the nvidia-cuda-nvcc wheel), and no cubin for {arch} in {cache} | "
                          "expected the CUDA toolkit, or pip install nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl")
-    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False).stdout.strip().splitlines()
-    src = kernel_source()
-    key = hashlib.sha256("\n".join([src, arch, version[-1] if version else ""]).encode()).hexdigest()[:20]
-    cache = cache or Path(os.environ.get("JEMC_CUDA_CACHE", Path.home() / ".cache" / "jemc-infer" / "cuda"))
-    target = cache / f"topk-{arch}-{key}.cubin"
+    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    target = cache / f"topk-{arch}-{src_key}-{hashlib.sha256(version.encode()).hexdigest()[:8]}.cubin"
     if target.is_file():
         return target.read_bytes(), ""
     cache.mkdir(parents=True, exist_ok=True)
-    source = cache / f"topk-{key}.cu"
+    source = cache / f"topk-{src_key}.cu"
     source.write_text(src, encoding="utf-8")
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     run = subprocess.run(nvcc_command(nvcc, arch, tmp, source), capture_output=True, text=True, check=False)
@@ -144,12 +150,12 @@ class CudaScan:
         cuda, nq = self.cuda, len(queries)
         q = np.zeros((nq, self.dim), np.float32)
         q[:, : queries.shape[1]] = queries
-        out = topk_plan.Candidates(cuda.pagelocked_empty((nq, cap), np.float32), cuda.pagelocked_empty((nq, cap), np.int64),
-                                   cuda.pagelocked_zeros(nq, np.uint64))
         n_visit = -(-self.n_rows // step)
         blocks = max(1, min(-(-n_visit // (THREADS // 32)), self.sms * 8))
         self.ctx.push()
         try:
+            out = topk_plan.Candidates(cuda.pagelocked_empty((nq, cap), np.float32), cuda.pagelocked_empty((nq, cap), np.int64),
+                                       cuda.pagelocked_zeros(nq, np.uint64))
             dq, dts, dti = (cuda.to_device(np.ascontiguousarray(a)) for a in (q, thr_scores.astype(np.float32), thr_ids.astype(np.int64)))
             ds, di = cuda.mem_alloc(out.scores.nbytes), cuda.mem_alloc(out.ids.nbytes)
             dc = cuda.to_device(out.counts)

@@ -34,6 +34,7 @@ def search(
     k: int,
     *,
     chunk_rows: int | None = None,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows with the highest inner product with each query, exactly.
 
@@ -46,6 +47,9 @@ def search(
         chunk_rows: rows scored per BLAS call. Defaults to 64 MB of fp32 rows for fp32 shards
             (8,192 rows at D = 2,048), 8 MB once widened for fp16 shards (1,024 rows), and at
             most 8 MB of scores (2,048 rows for 1,024 queries).
+        device: ``"cpu"``, or ``"cuda"``: the fused CUDA kernel (:mod:`jemc_infer.index.gpu`; rows
+            resident on the card after the first call, scores accumulated in fp32 in another order
+            than BLAS, so a score may differ in its last bits and an exact near-tie may order differently).
 
     Returns:
         ``(scores, ids)``: float32 and int64, both [nq, min(k, live rows)], best first; equal
@@ -63,6 +67,12 @@ def search(
         raise InputShapeError(f"k | {k!r} | expected an integer >= 1 (results per query)")
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise InputShapeError(f"chunk_rows | {chunk_rows!r} | expected an integer >= 1, or None for the default")
+    if device == "cuda":
+        from jemc_infer.index.gpu import gpu_search
+
+        return gpu_search(source, q, int(k))
+    if device != "cpu":
+        raise InputShapeError(f"device | {device!r} | expected 'cpu' or 'cuda'")
     nq = q.shape[0]
     top = _TopK(nq, int(k))
     # Buffers reused chunk after chunk: fresh large allocations cost a page fault per 4 kB page.

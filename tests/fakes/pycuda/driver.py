@@ -140,6 +140,11 @@ class Device:
     def total_memory(self) -> int:
         return MACHINE.devices[self._ordinal][2]
 
+    def get_attribute(self, attr: int) -> int:
+        if attr != device_attribute.MULTIPROCESSOR_COUNT:
+            raise LogicError(f"cuDeviceGetAttribute failed: invalid value (the fake knows no attribute {attr})")
+        return 132
+
     def retain_primary_context(self) -> Context:
         return Context(self, primary=True)
 
@@ -415,3 +420,83 @@ def enqueue(handle: int, label: str, op: Callable[[], None]) -> None:
 
 def stream_from_handle(handle: int) -> Stream | None:
     return MACHINE.streams.get(handle)
+
+
+# --- modules and kernels (jemc_infer.index.gpu) ------------------------------------------------------------
+
+
+class device_attribute:  # noqa: N801 - pycuda's own name
+    MULTIPROCESSOR_COUNT = 16
+
+
+class function_attribute:  # noqa: N801 - pycuda's own name
+    MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+
+
+SHARED_DEFAULT, SHARED_OPTIN = 48 << 10, 227 << 10  # bytes of dynamic shared memory (sm_90)
+# Kernel name → its emulation ``(args, grid, block, shared) -> None``, reading and writing device
+# memory with device_read/device_write; tests register them (the fake cannot run a cubin).
+KERNELS: dict[str, Callable[..., None]] = {}
+
+
+class Function:
+    """A kernel: launched with ``f(*args, block=, grid=, stream=, shared=)`` as pycuda launches it."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.max_shared = name, SHARED_DEFAULT
+
+    def set_attribute(self, attr: int, value: int) -> None:
+        _require_context("cuFuncSetAttribute")
+        if attr != function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES or not 0 <= int(value) <= SHARED_OPTIN:
+            raise LogicError("cuFuncSetAttribute failed: invalid value")
+        self.max_shared = int(value)
+
+    def __call__(self, *args: Any, block: tuple[int, int, int], grid: tuple[int, ...] = (1, 1), stream: Stream | None = None,
+                 shared: int = 0) -> None:
+        _require_context("cuLaunchKernel")
+        if not 1 <= block[0] * block[1] * block[2] <= 1024:
+            raise LogicError(f"cuLaunchKernel failed: invalid argument (block {block})")
+        if not (1 <= grid[0] < 2**31 and all(1 <= g <= 65535 for g in grid[1:])):
+            raise LogicError(f"cuLaunchKernel failed: invalid argument (grid {grid})")
+        if int(shared) > self.max_shared:
+            raise LogicError(f"cuLaunchKernel failed: invalid argument ({shared} bytes of shared memory, "
+                             f"{self.max_shared} allowed: set MAX_DYNAMIC_SHARED_SIZE_BYTES first)")
+        for i, a in enumerate(args):  # pycuda packs numpy scalars and device pointers, nothing else
+            if not isinstance(a, DeviceAllocation | np.generic):
+                raise TypeError(f"invalid type on parameter #{i} (0-based)")
+        _submit(_stream_of(stream), self.name, lambda: KERNELS[self.name](args, tuple(grid), tuple(block), int(shared)))
+
+
+class Module:
+    def __init__(self, image: bytes) -> None:
+        if not image.startswith(b"\x7fELF"):
+            raise LogicError("cuModuleLoadData failed: device kernel image is invalid")
+
+    def get_function(self, name: str) -> Function:
+        if name not in KERNELS:
+            raise LogicError(f"cuModuleGetFunction failed: named symbol not found ({name})")
+        return Function(name)
+
+
+def module_from_buffer(buffer: bytes, options: Any = None, message_handler: Any = None) -> Module:
+    _require_context("cuModuleLoadDataEx")
+    return Module(bytes(buffer))
+
+
+def mem_get_info() -> tuple[int, int]:
+    _require_context("cuMemGetInfo")
+    total = MACHINE.devices[0][2]
+    return total - sum(a.size for a in MACHINE.allocations.values()), total
+
+
+def to_device(obj: Any) -> DeviceAllocation:
+    view = _bytes_view(obj, writable=False, api="to_device")
+    alloc = mem_alloc(max(1, view.nbytes))
+    memcpy_htod(alloc, obj)
+    return alloc
+
+
+def pagelocked_zeros(shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
+    a = pagelocked_empty(shape, dtype, order, mem_flags)
+    a[...] = 0
+    return a

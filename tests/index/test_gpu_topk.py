@@ -1,0 +1,230 @@
+"""The CUDA top-k: the kernel compiles clean for the cards we target (here, with nvcc), a machine
+without a GPU is told so in one line, and (``gpu`` marker, scripts/gpu_check.sh) the kernel equals
+the exact reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from support.topk_reference import reference
+
+from jemc_infer.errors import InputError, InputShapeError
+from jemc_infer.index.gpu import compile_cubin, find_nvcc, kernel_source, spills
+from jemc_infer.index.search import search
+from jemc_infer.index.source import InMemory, Shard
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_kernel_compiles_without_warnings_or_spills(arch: str, tmp_path: Path) -> None:
+    if find_nvcc() is None:
+        pytest.skip("no nvcc (CUDA toolkit, or pip install nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl)")
+    cubin, report = compile_cubin(arch, cache=tmp_path)  # -Werror all-warnings: a warning fails it
+    assert cubin[:4] == b"\x7fELF"
+    for name in ("jemc_scan_f32", "jemc_scan_f16", "jemc_scan_bf16"):
+        assert f"Compiling entry function '{name}' for '{arch}'" in report
+    assert report.count("0 bytes spill stores, 0 bytes spill loads") == 3 and not spills(report), report
+    again, report2 = compile_cubin(arch, cache=tmp_path)
+    assert again == cubin and report2 == ""  # cached by source, arch and compiler
+
+
+def test_without_nvcc_a_cached_cubin_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jemc_infer.index import gpu
+
+    monkeypatch.setattr(gpu, "find_nvcc", lambda: None)
+    with pytest.raises(InputError, match="no cubin for sm_90"):
+        compile_cubin("sm_90", cache=tmp_path)
+    key = __import__("hashlib").sha256(kernel_source().encode()).hexdigest()[:16]
+    (tmp_path / f"topk-sm_90-{key}-0123abcd.cubin").write_bytes(b"\x7fELF built elsewhere")
+    assert compile_cubin("sm_90", cache=tmp_path) == (b"\x7fELF built elsewhere", "")
+    with pytest.raises(InputError, match="no cubin for sm_80"):
+        compile_cubin("sm_80", cache=tmp_path)
+
+
+def test_spill_lines_are_found() -> None:
+    report = "ptxas info: 8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n    0 bytes spill stores, 0 bytes spill loads"
+    assert len(spills(report)) == 1
+
+
+def test_the_kernel_ships_in_the_package() -> None:
+    assert "extern \"C\" __global__" in kernel_source() and "jemc_scan_f16" in kernel_source()
+
+
+def _has_gpu() -> bool:
+    try:
+        import pycuda.driver as cuda  # type: ignore[import-not-found]
+
+        cuda.init()
+        return cuda.Device.count() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU")
+def test_without_a_gpu_the_search_says_so_in_one_line() -> None:
+    rows = np.eye(4, dtype=np.float32)
+    with pytest.raises(InputError) as err:
+        search(InMemory((Shard(rows, np.arange(4)),)), rows[:1], 2, device="cuda")
+    assert "--device cuda" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputShapeError, match="expected 'cpu' or 'cuda'"):
+        search(InMemory((Shard(rows, np.arange(4)),)), rows[:1], 2, device="tpu")
+
+
+def _assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray], rtol: float) -> None:
+    """Ids equal where the reference's scores are not within rounding of each other; scores close."""
+    np.testing.assert_allclose(got[0], want[0], rtol=rtol, atol=rtol)
+    gap = np.abs(np.diff(want[0], axis=1, append=-np.inf))
+    clear = (gap > 4 * rtol) & np.concatenate([np.ones_like(gap[:, :1], bool), gap[:, :-1] > 4 * rtol], axis=1)
+    np.testing.assert_array_equal(got[1][clear], want[1][clear])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("n", [1, 7, 4097, 100_003])
+@pytest.mark.parametrize("k", [1, 10, 2048, 4096])
+@pytest.mark.parametrize("nq", [1, 3, 64])
+def test_gpu_equals_the_reference(dtype: type, n: int, k: int, nq: int) -> None:
+    from jemc_infer.index.gpu import GpuIndex
+
+    rng = np.random.default_rng(n + k + nq)
+    d = 100  # not a multiple of 8: padded on the card
+    rows = rng.standard_normal((n, d)).astype(dtype)
+    ids = np.arange(n, dtype=np.int64) * 2
+    ids[rng.random(n) < 0.05] = -1  # dead rows
+    queries = rng.standard_normal((nq, d)).astype(np.float32)
+    got = GpuIndex(rows, ids).search(queries, k)
+    _assert_same(got, reference(rows.astype(np.float32), ids, queries, k), rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("k", [1, 2048, 4096])
+def test_gpu_all_equal_scores_and_nan_rows(k: int) -> None:
+    from jemc_infer.index.gpu import GpuIndex
+
+    n = 100_003
+    rows = np.ones((n, 16), np.float16)
+    rows[::13, 2] = np.nan
+    ids = np.random.default_rng(0).permutation(n).astype(np.int64)
+    got = GpuIndex(rows, ids).search(np.ones((3, 16), np.float32), k)
+    want = reference(rows.astype(np.float32), ids, np.ones((3, 16), np.float32), k)
+    np.testing.assert_array_equal(got[1], want[1])  # all scores exactly 16: ids decide
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.mark.gpu
+def test_gpu_search_through_the_index_api_and_sliced_inputs() -> None:
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((20_000, 2048)).astype(np.float16)
+    shards = InMemory((Shard(rows[:7000], np.arange(7000)), Shard(rows[7000:], np.arange(7000, 20_000))))
+    queries = rng.standard_normal((256, 4096)).astype(np.float32)[:, ::2]  # a strided view
+    got = search(shards, queries, 100, device="cuda")
+    want = search(shards, queries, 100)
+    _assert_same(got, want, rtol=2e-3)
+
+
+# --- the host code on the fake pycuda (tests/fakes): launches, copies, padding, slices ---------------------
+
+def _harness() -> Any:
+    """tests/fakes/harness.py, loaded by path under the name the TensorRT tests give it (one copy)."""
+    import importlib.util
+    import sys
+
+    if "jemc_trt_harness" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("jemc_trt_harness", Path(__file__).parents[1] / "fakes" / "harness.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["jemc_trt_harness"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["jemc_trt_harness"]
+
+
+def _emulate_scan(dtype: type, seed: int = 0) -> Callable[..., None]:
+    """``jemc_scan_*`` as the kernel behaves, on the fake's device memory: survivors appended in a
+    random order (the atomics race), the first ``cap`` kept, every survivor counted."""
+    rng = np.random.default_rng(seed)
+
+    def run(args: tuple, grid: tuple, block: tuple, shared: int) -> None:
+        import pycuda.driver as cuda  # the fake
+
+        rows_p, ids_p, dim, n_visit, step, q_p, nq, ts_p, ti_p, os_p, oi_p, c_p, cap = args
+        dim, n_visit, step, nq, cap = int(dim), int(n_visit), int(step), int(nq), int(cap)
+        assert dim % 8 == 0 and block == (256, 1, 1) and grid[1] == -(-nq // 8) and shared >= 8 * dim * 4
+        n = (n_visit - 1) * step + 1
+
+        def read(ptr: object, count: int, dt: type) -> np.ndarray:
+            return np.frombuffer(cuda.device_read(int(ptr), count * np.dtype(dt).itemsize), dt).copy()
+
+        rows = read(rows_p, n * dim, dtype).reshape(n, dim)[::step]
+        ids = read(ids_p, n, np.int64)[::step]
+        q = read(q_p, nq * dim, np.float32).reshape(nq, dim)
+        ts, ti, counts = read(ts_p, nq, np.float32), read(ti_p, nq, np.int64), read(c_p, nq, np.uint64)
+        out_s, out_i = read(os_p, nq * cap, np.float32).reshape(nq, cap), read(oi_p, nq * cap, np.int64).reshape(nq, cap)
+        with np.errstate(invalid="ignore"):
+            scores = (q.astype(np.float64) @ rows.astype(np.float64).T).astype(np.float32)
+            for j in range(nq):
+                s = scores[j]
+                idx = np.flatnonzero((ids >= 0) & ((s > ts[j]) | ((s == ts[j]) & (ids <= ti[j]))))
+                rng.shuffle(idx)
+                start = int(counts[j])
+                room = max(0, min(len(idx), cap - start))
+                out_s[j, start:start + room], out_i[j, start:start + room] = s[idx[:room]], ids[idx[:room]]
+                counts[j] += len(idx)
+        for ptr, arr in ((c_p, counts), (os_p, out_s), (oi_p, out_i)):
+            cuda.device_write(int(ptr), arr.tobytes())
+
+    return run
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from jemc_infer.index import gpu
+
+    monkeypatch.setattr(gpu, "compile_cubin", lambda arch, cache=None, nvcc=None: (b"\x7fELF fake cubin", ""))
+    gpu._RESIDENT.clear()
+    with _harness().fake_gpu() as fakes:
+        fakes.cuda.KERNELS.update(jemc_scan_f32=_emulate_scan(np.float32), jemc_scan_f16=_emulate_scan(np.float16))
+        yield fakes.cuda
+    gpu._RESIDENT.clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize(("n", "d", "k", "nq"), [(7, 5, 10, 1), (20_000, 100, 10, 3), (20_000, 12, 4096, 9), (3000, 2048, 50, 2)])
+def test_host_code_on_the_fake_gpu_equals_the_reference(fake_cuda: Any, dtype: type, n: int, d: int, k: int, nq: int) -> None:
+    from jemc_infer.index.gpu import GpuIndex
+
+    rng = np.random.default_rng(n + d)
+    rows = rng.standard_normal((n, d)).astype(dtype)
+    ids = np.arange(n, dtype=np.int64) + 100
+    ids[rng.random(n) < 0.1] = -1
+    queries = rng.standard_normal((nq, d)).astype(np.float32)
+    got = GpuIndex(rows, ids).search(queries, k)
+    want = reference(rows.astype(np.float32), ids, queries, k)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    assert not fake_cuda.MACHINE.context_stack  # every push popped: the caller's context is left as it was
+
+
+def test_search_device_cuda_keeps_the_rows_resident(fake_cuda: Any) -> None:
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((5000, 64)).astype(np.float16)
+    source = InMemory((Shard(rows[:2000], np.arange(2000)), Shard(rows[2000:], np.arange(2000, 5000))))
+    queries = rng.standard_normal((4, 64)).astype(np.float32)
+    first = search(source, queries, 20, device="cuda")
+    uploads = fake_cuda.MACHINE.stats["htod"] + fake_cuda.MACHINE.stats["pageable_htod"]
+    again = search(source, queries, 20, device="cuda")
+    np.testing.assert_array_equal(first[1], again[1])
+    np.testing.assert_array_equal(first[1], reference(rows.astype(np.float32), np.arange(5000), queries, 20)[1])
+    rows_bytes = 5000 * 64 * 2
+    assert fake_cuda.MACHINE.stats["htod"] + fake_cuda.MACHINE.stats["pageable_htod"] - uploads < 20  # queries and thresholds only
+    assert sum(a.size for a in fake_cuda.MACHINE.allocations.values()) >= rows_bytes  # still resident
+
+
+def test_too_big_for_the_cards_says_so(fake_cuda: Any) -> None:
+    from jemc_infer.index.gpu import GpuIndex
+
+    fake_cuda.MACHINE.devices = [("NVIDIA small", (8, 0), 300 << 20)]
+    with pytest.raises(InputError, match="search on the CPU"):
+        GpuIndex(np.zeros((200_000, 1024), np.float16), np.arange(200_000))
