@@ -91,6 +91,8 @@ INSTALL: dict[str, str] = {
     "pycuda": "pip install 'jemc-infer[gpu]' (pycuda builds from source against the CUDA toolkit)",
     "tensorrt": "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13",
     "faiss": "pip install 'jemc-infer[bench]'",
+    "fastapi": "pip install 'jemc-infer[serve]'",
+    "uvicorn": "pip install 'jemc-infer[serve]'",
 }
 
 

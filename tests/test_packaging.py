@@ -195,5 +195,7 @@ def test_installed_wheel_says_what_to_install_in_one_line(edge_venv: Path, runti
     for backend, needle in (("torch", train_extra), ("tensorrt", "tensorrt-cu13")):
         _one_line(_sh(cli, "query", "a dog", "--index", index, "--model", runtime_bundle, "--backend", backend, cwd=tmp_path, env=env),
                   needle)
+    _one_line(_sh(cli, "serve", "--index", index, "--model", runtime_bundle, cwd=tmp_path, env=env),
+              "uvicorn | not installed", "pip install 'jemc-infer[serve]'")
     doctor = json.loads(_checked(cli, "doctor", "--json", cwd=tmp_path, env=env))
     assert doctor["packages"]["torch"]["hint"] == train_extra and doctor["packages"]["onnxruntime"]["ok"]

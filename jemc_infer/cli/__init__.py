@@ -21,6 +21,7 @@ from jemc_infer.cli.export import app as export_app
 from jemc_infer.cli.features import app as features_app
 from jemc_infer.cli.index import app as index_app
 from jemc_infer.cli.query import app as query_app
+from jemc_infer.cli.serve import app as serve_app
 from jemc_infer.cli.table1 import app as table1_app
 from jemc_infer.cli.train import app as train_app
 from jemc_infer.cli.world import app as world_app
@@ -29,6 +30,7 @@ app = typer.Typer(
     name="jemc-infer",
     help="Search video collections with sentences (JEMC joint embeddings).\n\n"
     "Search: jemc-infer embed videos/ --model model && jemc-infer query \"a man cooking\"\n\n"
+    "Serve:  jemc-infer serve --index jemc-index (a search page at http://127.0.0.1:8000/)\n\n"
     "Train:  jemc-infer data synth --out data && jemc-infer train --data data --preset jemc --out model\n\n"
     "Deploy: jemc-infer export model --weights DIR",
     add_completion=False,
@@ -60,6 +62,7 @@ def main(
 
 app.add_typer(embed_app)
 app.add_typer(query_app)
+app.add_typer(serve_app)
 app.add_typer(index_app, name="index", help="Inspect an index.")
 app.add_typer(data_app, name="data", help="Create feature datasets (synthetic, MSR-VTT, MSVD).")
 app.add_typer(features_app)

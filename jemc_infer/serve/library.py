@@ -1,0 +1,244 @@
+"""What the service shares between requests: the text engine, the bundle and the index, opened once.
+
+The index is read through snapshots. A snapshot is every live shard (read-only memory maps) and
+every indexed video's record, read in one SQLite read transaction: in WAL mode that transaction
+sees one committed state, and a shard file is complete before the manifest commits it, so a
+search never sees half of an ``embed`` (no torn reads). ``PRAGMA data_version`` changes when
+another connection commits; each request asks it (microseconds) and a new snapshot is read only
+then. Searches run on the snapshot they were given, concurrently; the text engine is called under
+a lock (onnxruntime sessions are thread-safe, but not every engine says so).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jemc_infer.bundle import Bundle, read_bundle
+from jemc_infer.engines import Engine, open_engine
+from jemc_infer.errors import InputError, ModelMismatchError
+from jemc_infer.index.search import search
+from jemc_infer.index.source import InMemory
+from jemc_infer.index.store import MANIFEST, Index
+from jemc_infer.index.windows import best_window
+from jemc_infer.query import Hit, encode_queries, like_question, parse_space_weights, resolve_model
+from jemc_infer.serve.thumbnail import frame_jpeg, video_details
+
+
+@dataclass(frozen=True)
+class Video:
+    """One indexed video as the service shows it."""
+
+    id: int
+    path: str  # as stored: relative to the index directory
+    duration: float | None
+    size: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed state of the index."""
+
+    source: InMemory  # every shard with live rows
+    videos: dict[int, Video]  # id → video, the ``ok`` ones with a row
+    roots: tuple[Path, ...]  # the collection's folders (resolved): files are served only from under them
+
+
+class NotFound(InputError):
+    """An id the index does not hold (the API answers 404)."""
+
+
+class Forbidden(InputError):
+    """A file the service will not serve (outside the collection; the API answers 403)."""
+
+
+class Library:
+    """The bundle, the text engine and the index of one ``serve`` process.
+
+    Args:
+        index_dir: The index (made by ``jemc-infer embed``).
+        model: The bundle (else ``$JEMC_MODEL``, the index's model, the demo bundle).
+        roots: Folders whose files may be served; None: the deepest folder that holds every indexed
+            video (recomputed as ``embed`` adds videos).
+        backend, device: The text engine's choice (:func:`jemc_infer.engines.open_engine`).
+        thumbnail_cache: How many thumbnails to keep in memory.
+
+    Raises:
+        InputError: No index, no model. ModelMismatchError: the index was made with another model.
+        BackendUnavailableError: No engine can run the text graph.
+    """
+
+    def __init__(self, index_dir: Path, model: Path | None = None, roots: list[Path] | None = None, backend: str = "auto",
+                 device: str = "auto", thumbnail_cache: int = 512) -> None:
+        self.index_dir = Path(index_dir)
+        with Index.open(self.index_dir) as index:  # validates format and settings
+            self.settings = index.settings
+            self.bundle: Bundle = read_bundle(resolve_model(model, index))
+        if self.bundle.fingerprint != self.settings["model"]:
+            raise ModelMismatchError(self.index_dir, self.settings["model"], self.bundle.fingerprint, self.bundle.path)
+        self.engine: Engine
+        self.engine, self.engine_why = open_engine(self.bundle.path, "text", backend=backend, device=device)
+        self.default_weights = {s.name: s.weight for s in self.bundle.config.spaces}
+        self._roots = tuple(Path(os.path.realpath(r)) for r in roots) if roots else None
+        # one connection for the process: only ever used under self._lock
+        self._db = sqlite3.connect(self.index_dir / MANIFEST, timeout=30, check_same_thread=False)
+        self._index = Index(self.index_dir, self._db, self.settings, None)
+        self._lock, self._engine_lock = threading.Lock(), threading.Lock()
+        self._version: int | None = None
+        self._snapshot: Snapshot | None = None
+        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
+        self._thumbs_max = thumbnail_cache
+        self._details: dict[tuple, dict] = {}
+
+    def close(self) -> None:
+        """Close the engine and the manifest. Idempotent."""
+        with self._lock:
+            if self._db is not None:
+                self.engine.close()
+                self._db.close()
+                self._db = None  # type: ignore[assignment]
+
+    # -- the index -----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The index as last committed (re-read only when another connection has committed)."""
+        with self._lock:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if self._snapshot is None or version != self._version:
+                self._snapshot, self._version = self._read(), version
+            return self._snapshot
+
+    def _read(self) -> Snapshot:
+        self._db.execute("BEGIN")  # one read transaction: one committed state (WAL)
+        try:
+            shards = tuple(self._index.shards())
+            rows = self._db.execute("SELECT id, path, duration, size FROM videos WHERE status = 'ok' AND shard IS NOT NULL").fetchall()
+        finally:
+            self._db.rollback()
+        videos = {r[0]: Video(r[0], r[1], r[2], r[3]) for r in rows}
+        roots = self._roots or self._default_roots(videos)
+        return Snapshot(InMemory(shards), videos, roots)
+
+    def _default_roots(self, videos: dict[int, Video]) -> tuple[Path, ...]:
+        if not videos:
+            return ()
+        folders = {os.path.dirname(os.path.normpath(self.index_dir.absolute() / v.path)) for v in videos.values()}
+        return (Path(os.path.realpath(os.path.commonpath(sorted(folders)))),)
+
+    # -- searching -----------------------------------------------------------------------------
+    def search(self, texts: list[str], k: int, weights: dict[str, float] | None = None) -> tuple[list[list[Hit]], list[str]]:
+        """Rank the index's videos for each text.
+
+        Args:
+            texts: The sentences (checked against the service's limits by the caller).
+            k: Results per text, >= 1.
+            weights: Fusion weights by space name (unnamed spaces keep the bundle's).
+
+        Returns:
+            One list of hits per text (best first; fewer than ``k`` when the index holds fewer
+            videos), and warnings (texts with no known word).
+
+        Raises:
+            SettingError: An unknown space or a negative weight. InputError: An empty text.
+        """
+        spec = ",".join(f"{name}={value!r}" for name, value in (weights or {}).items())
+        fused = parse_space_weights(spec, self.bundle)
+        with self._engine_lock:
+            queries, warnings = encode_queries(self.bundle, self.engine, texts, fused)
+        return self._rank(queries, k), warnings
+
+    def like(self, video_id: int, k: int, weights: dict[str, float] | None = None) -> list[Hit]:
+        """"More like this": the index ranked by an indexed video's own row (the video itself left out).
+
+        Raises:
+            NotFound: No such video with a row. SettingError: An unknown space or a negative weight.
+        """
+        spec = ",".join(f"{name}={value!r}" for name, value in (weights or {}).items())
+        fused = parse_space_weights(spec, self.bundle)
+        self.video(video_id)  # 404 for an unknown id (never a path: the service reads no file a client names)
+        with self._lock:
+            question, vid = like_question(self._index, self.bundle, int(video_id), fused)
+        return self._rank(question[None], k, exclude=vid)[0]
+
+    def _rank(self, queries: np.ndarray, k: int, exclude: int | None = None) -> list[list[Hit]]:
+        """Search the current snapshot; each hit with its best-matching moment where the index keeps windows."""
+        snap = self.snapshot()
+        if not snap.source.blocks:
+            return [[] for _ in queries]
+        scores, ids = search(snap.source, queries, k + (exclude is not None))
+        with self._lock:  # a video's windows are committed with its row: read them in one statement
+            windows = self._index.windows(ids) if self._index.has_moments else {}
+        out = []
+        for q, srow, irow in zip(queries, scores, ids, strict=True):
+            hits: list[Hit] = []
+            for s, i in zip(srow, irow, strict=True):
+                video = snap.videos.get(int(i))
+                if video is not None and int(i) != exclude and len(hits) < k:
+                    moment = best_window(windows[int(i)], q) if int(i) in windows else None
+                    hits.append(Hit(len(hits) + 1, float(s), video.path, video.duration, video.id, moment))
+            out.append(hits)
+        return out
+
+    # -- videos --------------------------------------------------------------------------------
+    def video(self, video_id: int) -> Video:
+        """The indexed video with this id.
+
+        Raises:
+            NotFound: No such video in the index (or not embedded: failed videos have no row).
+        """
+        video = self.snapshot().videos.get(video_id)
+        if video is None:
+            raise NotFound(f"video {video_id} | not in the index | expected an id from a search's hits")
+        return video
+
+    def file(self, video_id: int) -> Path:
+        """The video's file, symlinks resolved, checked to be inside the collection.
+
+        Raises:
+            NotFound: No such video, or its file is gone. Forbidden: The file (after resolving
+                symlinks) is outside the collection's folders.
+        """
+        video, roots = self.video(video_id), self.snapshot().roots
+        real = Path(os.path.realpath(self.index_dir.absolute() / video.path))
+        if not any(real.is_relative_to(r) for r in roots):
+            where = ", ".join(str(r) for r in roots) or "no folder"
+            raise Forbidden(f"video {video_id} | its file resolves outside the collection | expected a file under {where}")
+        if not real.is_file():
+            raise NotFound(f"video {video_id} | file {video.path} is gone | expected the file `jemc-infer embed` indexed")
+        return real
+
+    def details(self, video_id: int) -> dict:
+        """What the container says about the video (size, fps, codecs), cached per file version."""
+        path = self.file(video_id)
+        st = path.stat()
+        key = (video_id, st.st_size, st.st_mtime_ns)
+        if key not in self._details:
+            self._details[key] = video_details(path)
+        return self._details[key]
+
+    def thumbnail(self, video_id: int, t: float, width: int) -> bytes:
+        """A JPEG of the frame shown at ``t`` seconds, at most ``width`` pixels wide (cached).
+
+        Raises:
+            InputError: ``t`` past the end of the video, or the file cannot be decoded.
+        """
+        video, path = self.video(video_id), self.file(video_id)
+        if video.duration is not None and t > video.duration:
+            raise InputError(f"t | {t:g} | expected 0 to {video.duration:g} (the video's duration in seconds)")
+        st = path.stat()
+        key = (video_id, st.st_size, st.st_mtime_ns, round(t, 2), width)
+        with self._lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        jpeg = frame_jpeg(path, t, width)
+        with self._lock:
+            self._thumbs[key] = jpeg
+            while len(self._thumbs) > self._thumbs_max:
+                self._thumbs.popitem(last=False)
+        return jpeg
