@@ -40,9 +40,14 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="Most texts in one request.")] = 64,
     max_k: Annotated[int, typer.Option(min=1, help="Most results per text.")] = 100,
     backend: Annotated[str, typer.Option(help="Text engine: auto, tensorrt, onnxruntime or torch.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (cuda: the text encoder and the top-k search on the GPU).")] = "auto",
 ) -> None:
-    """Serve the index: POST /search, GET /videos/ID[/file|/thumbnail?t=], /healthz, /docs, and a search page at /."""
+    """Serve the index over HTTP, with a search page at http://HOST:PORT/.
+
+    Endpoints: POST /search; GET /videos/ID, /videos/ID/file, /videos/ID/thumbnail?t=SECONDS,
+    /videos/ID/similar (more like this); /healthz; the OpenAPI schema at /docs. Example:
+    jemc-infer serve --index demo/index --model demo/models/jemc
+    """
     if not is_loopback(host) and not token and not insecure:
         raise fail(f"--host | {host} is not loopback and no token is set | expected --token (or $JEMC_TOKEN) to serve "
                    "beyond this machine, or --insecure to serve it to anyone who can reach it")

@@ -85,6 +85,7 @@ class Library:
         self.engine: Engine
         self.engine, self.engine_why = open_engine(self.bundle.path, "text", backend=backend, device=device)
         self.default_weights = {s.name: s.weight for s in self.bundle.config.spaces}
+        self.search_device = "cuda" if device == "cuda" else "cpu"  # cuda: the fused top-k kernel
         self._roots = tuple(Path(os.path.realpath(r)) for r in roots) if roots else None
         # one connection for the process: only ever used under self._lock
         self._db = sqlite3.connect(self.index_dir / MANIFEST, timeout=30, check_same_thread=False)
@@ -170,7 +171,7 @@ class Library:
         snap = self.snapshot()
         if not snap.source.blocks:
             return [[] for _ in queries]
-        scores, ids = search(snap.source, queries, k + (exclude is not None))
+        scores, ids = search(snap.source, queries, k + (exclude is not None), device=self.search_device)
         with self._lock:  # a video's windows are committed with its row: read them in one statement
             windows = self._index.windows(ids) if self._index.has_moments else {}
         out = []
