@@ -5,13 +5,19 @@ every indexed video's record, read in one SQLite read transaction: in WAL mode t
 sees one committed state, and a shard file is complete before the manifest commits it, so a
 search never sees half of an ``embed`` (no torn reads). ``PRAGMA data_version`` changes when
 another connection commits; each request asks it (microseconds) and a new snapshot is read only
-then. Searches run on the snapshot they were given, concurrently; the text engine is called under
-a lock (onnxruntime sessions are thread-safe, but not every engine says so).
+then. The text engine is called under a lock (onnxruntime sessions are thread-safe, but not every
+engine says so). Searches go through one batcher thread: the questions of every request waiting
+at that moment are searched together, in one pass over the rows (an exact search reads the whole
+index per pass, so 8 questions cost little more than 1), and each request takes its own top k
+back (the same videos as alone; a score may differ in its last bits, as the product of one
+question is a matrix-vector one and a batch's a matrix-matrix one). Run side by side instead, concurrent searches fought over the cores and memory bandwidth:
+on 2 cores, 8 concurrent clients got 3.4 requests/s against 15.5 for one client.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -50,6 +56,61 @@ class Snapshot:
     roots: tuple[Path, ...]  # the collection's folders (resolved): files are served only from under them
 
 
+class _Batcher:
+    """One thread that searches the questions of every waiting request in one pass."""
+
+    def __init__(self, device: str, max_queries: int = 256) -> None:
+        self.device, self.max_queries = device, max_queries
+        self._inbox: queue.Queue[list | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="jemc-search", daemon=True)
+        self._thread.start()
+
+    def search(self, source: InMemory, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exactly :func:`jemc_infer.index.search.search` (``source``, ``queries``, ``k``), batched with others."""
+        job: list = [source, queries, k, threading.Event(), None]
+        self._inbox.put(job)
+        job[3].wait()
+        if isinstance(job[4], BaseException):
+            raise job[4]
+        return job[4]
+
+    def close(self) -> None:
+        self._inbox.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        held: list[list] = []
+        while True:
+            job = held.pop(0) if held else self._inbox.get()
+            if job is None:
+                return
+            batch, rows = [job], len(job[1])
+            while rows < self.max_queries:
+                try:
+                    nxt = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None or nxt[0] is not job[0]:  # another snapshot (or the end): after this batch
+                    held.append(nxt)
+                    if nxt is None:
+                        break
+                    continue
+                batch.append(nxt)
+                rows += len(nxt[1])
+            try:
+                # the top k of each is a prefix of the top max-k: the order (score, then id) is total
+                scores, ids = search(job[0], np.concatenate([j[1] for j in batch]), max(j[2] for j in batch), device=self.device)
+                at = 0
+                for j in batch:
+                    j[4] = (scores[at:at + len(j[1]), :j[2]], ids[at:at + len(j[1]), :j[2]])
+                    at += len(j[1])
+            except BaseException as exc:  # noqa: BLE001 - handed to the request that waits for it
+                for j in batch:
+                    j[4] = exc
+            for j in batch:
+                j[3].set()
+
+
 class NotFound(InputError):
     """An id the index does not hold (the API answers 404)."""
 
@@ -85,7 +146,7 @@ class Library:
         self.engine: Engine
         self.engine, self.engine_why = open_engine(self.bundle.path, "text", backend=backend, device=device)
         self.default_weights = {s.name: s.weight for s in self.bundle.config.spaces}
-        self.search_device = "cuda" if device == "cuda" else "cpu"  # cuda: the fused top-k kernel
+        self._batcher = _Batcher("cuda" if device == "cuda" else "cpu")  # cuda: the fused top-k kernel
         self._roots = tuple(Path(os.path.realpath(r)) for r in roots) if roots else None
         # one connection for the process: only ever used under self._lock
         self._db = sqlite3.connect(self.index_dir / MANIFEST, timeout=30, check_same_thread=False)
@@ -101,6 +162,7 @@ class Library:
         """Close the engine and the manifest. Idempotent."""
         with self._lock:
             if self._db is not None:
+                self._batcher.close()
                 self.engine.close()
                 self._db.close()
                 self._db = None  # type: ignore[assignment]
@@ -171,7 +233,7 @@ class Library:
         snap = self.snapshot()
         if not snap.source.blocks:
             return [[] for _ in queries]
-        scores, ids = search(snap.source, queries, k + (exclude is not None), device=self.search_device)
+        scores, ids = self._batcher.search(snap.source, queries, k + (exclude is not None))
         with self._lock:  # a video's windows are committed with its row: read them in one statement
             windows = self._index.windows(ids) if self._index.has_moments else {}
         out = []

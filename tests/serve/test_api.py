@@ -348,3 +348,26 @@ def test_the_service_runs_without_torch(served_index: Path, runtime_bundle: Path
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["torch_loaded"] is False and result["statuses"] == [200, 206] and "onnxruntime" in result["why"]
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(served_index: Path, make_client) -> None:  # noqa: ANN001
+    """Requests that wait together are searched in one pass; each still gets its own exact top k.
+
+    Scores are compared to float32 rounding: one question is a matrix-vector product and a batch a
+    matrix-matrix one, whose sums are added in another order (videos whose scores agree to the last
+    bits may then swap places)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = make_client(served_index)
+    texts = ("a man is cooking", "a dog runs", "people dance", "a cat")
+    every = {t: {h["id"]: h for h in c.post("/search", json={"text": t, "k": 4}).json()["results"][0]["hits"]} for t in texts}
+    asks = [{"text": t, "k": k} for t in texts for k in (1, 2, 4)] * 3
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda a: c.post("/search", json=a).json()["results"][0]["hits"], asks))
+    for ask, hits in zip(asks, together, strict=True):
+        ref = every[ask["text"]]
+        assert len(hits) == ask["k"] and [h["rank"] for h in hits] == list(range(1, ask["k"] + 1))
+        for h in hits:
+            assert h["score"] == pytest.approx(ref[h["id"]]["score"], abs=1e-5) and h["moment"] == ref[h["id"]]["moment"]
+        worst = min(h["score"] for h in hits)
+        assert all(r["score"] <= worst + 1e-5 for i, r in ref.items() if i not in {h["id"] for h in hits})
