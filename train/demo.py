@@ -164,6 +164,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
     echo("next, try your own sentences:")
     echo(f'  jemc-infer query "a green triangle moving left" --index {index} --model {model}')
     echo(f"  jemc-infer evaluate --model {model} --data {features} --plot {out / 'fusion.png'}")
+    echo(f"  jemc-infer serve --index {index} --model {model}    (then open http://127.0.0.1:8000/)")
     return report
 
 
