@@ -208,7 +208,9 @@ class GpuIndex:
         return np.stack([m[0] for m in merged]), np.stack([m[1] for m in merged])
 
 
-_RESIDENT: dict[tuple[Any, ...], GpuIndex] = {}
+# The resident index, keyed by the identity of its source and shard arrays; the entry holds them,
+# so no other object can take their ids while the key is in use.
+_RESIDENT: dict[tuple[Any, ...], tuple[GpuIndex, Any]] = {}
 
 
 def gpu_search(source: ShardSource, queries: np.ndarray, k: int,
@@ -217,10 +219,10 @@ def gpu_search(source: ShardSource, queries: np.ndarray, k: int,
     use (kept while its shards are unchanged), then the kernel. Same contract and order."""
     shards = list(source.shards())
     key = (id(source), tuple((id(s.rows), len(s.rows)) for s in shards))
-    index = _RESIDENT.get(key)
-    if index is None:
+    entry = _RESIDENT.get(key)
+    if entry is None:
         rows, ids = load(source) if load else (np.concatenate([np.asarray(s.rows) for s in shards]),
                                                np.concatenate([np.asarray(s.ids) for s in shards]))
         _RESIDENT.clear()  # one resident index at a time: the memory is the card's
-        index = _RESIDENT[key] = GpuIndex(rows, ids)
-    return index.search(queries, k)
+        entry = _RESIDENT[key] = (GpuIndex(rows, ids), (source, shards))
+    return entry[0].search(queries, k)
