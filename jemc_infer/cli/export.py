@@ -21,7 +21,9 @@ app = typer.Typer()
 @handle_errors
 def export(
     bundle: Annotated[Path, typer.Argument(help="The model bundle to export into.")],
-    to: Annotated[str, typer.Option(help="onnx (graphs + parity gate) or tensorrt (engines from the exported graphs).")] = "onnx",
+    to: Annotated[str, typer.Option(help="onnx (graphs + parity gate), tensorrt (engines from the exported graphs) or "
+                                         "triton (a Triton model repository from them, at --out).")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="triton: the model repository folder to write.")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also fp16 variants (onnx: needs --eval-data for retrieval parity).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="tensorrt: int8 engines for text and video, calibrated on --calibration.")] = False,
     calibration: Annotated[Path | None, typer.Option(help="Feature dataset whose train split calibrates int8.")] = None,
@@ -42,12 +44,21 @@ def export(
     sequence lengths 1 and --max-seq, unsorted) and refused beyond 1e-4 (fp32). With
     --to tensorrt, builds TensorRT engines from the exported graphs for this GPU.
     """
-    if to not in ("onnx", "tensorrt"):
-        raise fail(f"--to | {to!r} | expected onnx or tensorrt")
+    if to not in ("onnx", "tensorrt", "triton"):
+        raise fail(f"--to | {to!r} | expected onnx, tensorrt or triton")
     from jemc_infer.bundle import read_bundle
     from jemc_infer.export.specs import ShapeLimits
 
     b = read_bundle(bundle)
+    if to == "triton":
+        if out is None:
+            raise fail("--to triton | no --out | expected --out REPO, the model repository folder to write")
+        from jemc_infer.export.triton import export_triton
+
+        names = export_triton(b, out, echo=echo_err)
+        typer.echo(f"{out}: Triton model repository with {len(names)} models ({', '.join(names)}); "
+                   f"serve it with `tritonserver --model-repository {out}`")
+        return
     limits = ShapeLimits(max_batch=max_batch, max_seq=max_seq, opt_batch=min(16, max_batch), opt_seq=min(16, max_seq))
     if to == "onnx":
         if int8:
