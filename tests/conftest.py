@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.limits import small_limits_value
 
 TINY_DIMS = {"resnet": 48, "i3d": 32, "audio": 24}
 # small enough for seconds per epoch, large enough that a few epochs learn (noise 0.5: easier than the default)
@@ -74,10 +75,6 @@ def exported_bundle(tiny_bundle: Path, held_out_data: Path, tmp_path_factory: py
     return out
 
 
-def small_limits_value():  # noqa: ANN201 - small shapes keep the parity gate fast
-    from jemc_infer.export.specs import ShapeLimits
-
-    return ShapeLimits(max_batch=9, max_seq=12, max_clips=2, max_frames=3, max_samples=22_050 * 2, opt_batch=4, opt_seq=6)
 
 
 @pytest.fixture()

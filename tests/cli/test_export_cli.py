@@ -87,7 +87,7 @@ def test_export_refusals(tiny_bundle: Path, tmp_path: Path) -> None:
     shutil.copytree(tiny_bundle, bundle)
     _one_line_error(runner.invoke(app, ["export", str(bundle), "--fp16", "--no-backbones"]), "--eval-data")
     _one_line_error(runner.invoke(app, ["export", str(bundle), "--int8"]), "--to tensorrt")
-    _one_line_error(runner.invoke(app, ["export", str(bundle), "--to", "openvino"]), "expected onnx or tensorrt")
+    _one_line_error(runner.invoke(app, ["export", str(bundle), "--to", "openvino"]), "expected onnx, tensorrt or triton")
     _one_line_error(runner.invoke(app, ["export", str(bundle), "--to", "tensorrt", "--int8"]), "--int8", "--calibration DATA")
     _one_line_error(runner.invoke(app, ["export", str(bundle), "--to", "tensorrt"]), "no exported ONNX graph", "jemc-infer export")
     _one_line_error(runner.invoke(app, ["export", str(tmp_path / "nope")]), "not a directory")

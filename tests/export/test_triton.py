@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("onnx")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 from google.protobuf import text_format  # noqa: E402  (after the skip: protobuf comes with tritonclient)
+from support.limits import small_limits_value  # noqa: E402
 
 from jemc_infer.bundle import read_bundle  # noqa: E402
 from jemc_infer.text import Vocabulary  # noqa: E402
@@ -30,8 +31,6 @@ TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
 @pytest.fixture(scope="module")
 def exported(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``tiny_bundle`` (object, activity and a shared space with a paired audio mask) with text and video exported."""
-    from conftest import small_limits_value
-
     from jemc_infer.export.onnx import export_bundle
 
     out = tmp_path_factory.mktemp("triton") / "model"
