@@ -139,18 +139,8 @@ def create_app(library: Library, limits: Limits = Limits(), token: str | None = 
         """More like this: the videos nearest to this one (its own row as the question; itself left out)."""
         if not 1 <= k <= limits.max_k:
             raise InputError(f"k | {k} | expected 1 to {limits.max_k}")
-        parsed = {}
-        for part in (weights or "").split(","):
-            name, _, value = part.partition("=")
-            if part.strip():
-                try:
-                    parsed[name.strip()] = float(value)
-                except ValueError:
-                    raise InputError(f"weights | {part.strip()!r} | expected name=number") from None
-        if any(not math.isfinite(w) for w in parsed.values()):
-            raise InputError(f"weights | {parsed} | expected finite numbers >= 0")
         try:
-            hits = library.like(video_id, k, parsed)
+            hits = library.like(video_id, k, weights)
         except SettingError as err:
             raise InputError(f"weights | {err.got} | expected {err.expected}") from None
         return ResultOut(text=f"like video {video_id}", hits=[_hit_out(h) for h in hits])

@@ -16,6 +16,7 @@ on 2 cores, 8 concurrent clients got 3.4 requests/s against 15.5 for one client.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import sqlite3
@@ -215,14 +216,18 @@ class Library:
             queries, warnings = encode_queries(self.bundle, self.engine, texts, fused)
         return self._rank(queries, k), warnings
 
-    def like(self, video_id: int, k: int, weights: dict[str, float] | None = None) -> list[Hit]:
+    def like(self, video_id: int, k: int, weights: str | None = None) -> list[Hit]:
         """"More like this": the index ranked by an indexed video's own row (the video itself left out).
 
+        Args:
+            weights: ``"object=1,activity=0.5"`` as ``query --space-weights`` takes it; None: the bundle's.
+
         Raises:
-            NotFound: No such video with a row. SettingError: An unknown space or a negative weight.
+            NotFound: No such video with a row. SettingError: Bad weights. InputError: A weight that is not finite.
         """
-        spec = ",".join(f"{name}={value!r}" for name, value in (weights or {}).items())
-        fused = parse_space_weights(spec, self.bundle)
+        fused = parse_space_weights(weights, self.bundle)
+        if not all(math.isfinite(w) for w in fused.values()):
+            raise InputError(f"weights | {weights} | expected finite numbers >= 0")
         self.video(video_id)  # 404 for an unknown id (never a path: the service reads no file a client names)
         with self._lock:
             question, vid = like_question(self._index, self.bundle, int(video_id), fused)
