@@ -1,7 +1,10 @@
 """Exact top-k search on the CPU: ours over memory-mapped shards vs numpy, torch and faiss in RAM.
 
 For each N: random L2-normalised rows [N, D] written once as 4 fp32 ``.npy`` shards (and 4 fp16
-shards) under ``--dir``, in blocks so the writer's memory stays small. Then, in a fresh process
+shards, and the int8 compact copy of the fp32 shards as an index keeps it) under ``--dir``, in
+blocks so the writer's memory stays small. Ours runs twice: the full scan of the fp32 rows
+(``compact=False``) and the compact scan (int8 copy + exact rescoring from the fp32 rows, what an
+index made by ``embed`` does; its ids are checked equal to the full scan's). Then, in a fresh process
 per N, every method runs every cell (nq in {1, 64} x k in {10, 1000}): one warm-up call (which
 also warms the page cache and the memory map), then ``--repeats`` timed calls; the median is
 reported. Memory is measured in yet another fresh process per N: peak anonymous memory (sampled
@@ -12,11 +15,13 @@ Peers, each over the whole fp32 matrix in RAM:
 - numpy: ``q @ X.T`` then ``argpartition`` and a sort of the k best;
 - torch: ``torch.mm`` then ``torch.topk`` (the array shared with numpy, no copy);
 - faiss-cpu ``IndexFlatIP`` with ``faiss.cvar.distance_compute_blas_threshold = 20``
-  (with the default, 64 queries take the non-BLAS path and are ~8x slower).
+  (with the default, 64 queries take the non-BLAS path and are ~8x slower);
+- and, approximate, faiss-cpu ``IndexScalarQuantizer`` (``QT_8bit``, inner product): its recall@k
+  against the exact ids is reported beside its time.
 
     .venv/bin/python benchmarks/search_cpu.py [--sizes 100000 1000000] [--dim 2048] [--repeats 5]
 
-Needs ``N * D * 6`` bytes free under ``--dir`` (12 GB for 1M x 2048) and deletes them at the end
+Needs ``N * D * 7`` bytes free under ``--dir`` (14 GB for 1M x 2048) and deletes them at the end
 unless ``--keep``. Writes ``benchmarks/out/search_cpu.json`` and prints a markdown table.
 """
 
@@ -38,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jemc_infer.index.compact import Segment, fill
 from jemc_infer.index.search import search
 from jemc_infer.index.source import InMemory, Shard
 
@@ -62,12 +68,22 @@ def write_data(folder: Path, n: int, dim: int, block: int = 32768) -> None:
         f32.flush(), f16.flush()
         del f32, f16
         np.save(folder / f"ids_{s}.npy", np.arange(bounds[s], bounds[s + 1], dtype=np.int64))
+        shard = Shard(np.load(folder / f"f32_{s}.npy", mmap_mode="r"), np.zeros(rows, np.int64), s)
+        codes = np.lib.format.open_memmap(folder / f"c8_{s}.npy", mode="w+", dtype=np.int8, shape=(rows * dim,))
+        meta = np.lib.format.open_memmap(folder / f"c8meta_{s}.npy", mode="w+", dtype=np.float32, shape=(rows, 3))
+        fill([shard], codes, meta)
+        codes.flush(), meta.flush()
+        del codes, meta
 
 
-def open_source(folder: Path, kind: str) -> InMemory:
-    """The shards as an index opens them: read-only memory maps, no pickle."""
-    return InMemory(tuple(Shard(np.load(folder / f"{kind}_{s}.npy", mmap_mode="r", allow_pickle=False),
-                                np.load(folder / f"ids_{s}.npy", allow_pickle=False)) for s in range(SHARDS)))
+def open_source(folder: Path, kind: str, compact: bool = False) -> InMemory:
+    """The shards as an index opens them: read-only memory maps, no pickle (and the compact copy)."""
+    shards = tuple(Shard(np.load(folder / f"{kind}_{s}.npy", mmap_mode="r", allow_pickle=False),
+                         np.load(folder / f"ids_{s}.npy", allow_pickle=False), s) for s in range(SHARDS))
+    if not compact:
+        return InMemory(shards)
+    return InMemory(shards, tuple(Segment(np.load(folder / f"c8_{s}.npy", mmap_mode="r"), np.load(folder / f"c8meta_{s}.npy", mmap_mode="r"),
+                                          (s,), (len(shards[s].ids),)) for s in range(SHARDS)))
 
 
 def load_full(folder: Path, n: int, dim: int) -> np.ndarray:
@@ -93,6 +109,19 @@ def numpy_topk(full: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return np.take_along_axis(best, order, axis=1), np.take_along_axis(part, order, axis=1)
 
 
+def agree(full: tuple[np.ndarray, np.ndarray], compact: tuple[np.ndarray, np.ndarray]) -> bool:
+    """The same scores (up to float32 rounding: BLAS's fp32 sums vs the compact path's rounded
+    float64) and the same ids, but where two rows' scores lie within that rounding of each other."""
+    (fs, fi), (cs, ci) = full, compact
+    if fi.shape != ci.shape or not np.allclose(fs, cs, rtol=0, atol=1e-6):
+        return False
+    for s, a, b in zip(fs, fi, ci, strict=True):
+        clear = s > s[-1] + 2e-6  # above the k-th by more than rounding
+        if set(a[clear]) != set(b[clear]) or not set(a[clear]) <= set(b):
+            return False
+    return True
+
+
 def timed(fn, repeats: int) -> float:  # noqa: ANN001
     fn()  # warm-up: page cache, memory map, BLAS/OpenMP thread pools
     times = []
@@ -103,7 +132,7 @@ def timed(fn, repeats: int) -> float:  # noqa: ANN001
     return statistics.median(times) * 1000
 
 
-def _phase_in_ram(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, repeats: int) -> dict:
+def _phase_in_ram(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, src8: InMemory, repeats: int) -> dict:
     """Ours (page cache) against numpy and torch (anonymous memory), alternating per cell."""
     import torch
 
@@ -112,43 +141,66 @@ def _phase_in_ram(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, rep
     tfull = torch.from_numpy(full)
     for nq, k in CELLS:
         key, q, tq = f"nq={nq} k={k}", qs[nq], torch.from_numpy(qs[nq])
-        out[f"ours fp32 {key}"] = timed(lambda: search(src32, q, k), repeats)  # noqa: B023
+        if not agree(search(src32, q, k, compact=False), search(src8, q, k, compact=True)):
+            sys.exit(f"compact search | other results than the full scan at {key} | expected the same (a bug)")
+        out[f"ours fp32 {key}"] = timed(lambda: search(src32, q, k, compact=False), repeats)  # noqa: B023
+        out[f"ours compact {key}"] = timed(lambda: search(src8, q, k, compact=True), repeats)  # noqa: B023
         out[f"numpy {key}"] = timed(lambda: numpy_topk(full, q, k), repeats)  # noqa: B023
         out[f"torch {key}"] = timed(lambda: torch.topk(torch.mm(tq, tfull.T), k, dim=1), repeats)  # noqa: B023
     return out
 
 
-def _phase_faiss(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, repeats: int) -> dict:
-    """faiss (its own copy of the rows, added block by block; the numpy copy is freed) against ours again."""
+def _faiss_index(folder: Path, dim: int, kind: str):  # noqa: ANN202
     import faiss
 
-    faiss.cvar.distance_compute_blas_threshold = 20
-    index = faiss.IndexFlatIP(dim)
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        index.train(np.ascontiguousarray(np.load(folder / "f32_0.npy", mmap_mode="r")[:65536]))
     for s in range(SHARDS):  # block by block: no second full copy next to faiss's own
         part = np.load(folder / f"f32_{s}.npy", mmap_mode="r")
         for a in range(0, len(part), 65536):
             index.add(np.ascontiguousarray(part[a : a + 65536]))
+    return index
+
+
+def _phase_faiss(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, src8: InMemory, repeats: int) -> dict:
+    """faiss (its own copy of the rows; the numpy copy is freed) against ours again; then faiss's
+    8-bit scalar quantizer (approximate) with its recall against the exact ids."""
+    import faiss
+
+    faiss.cvar.distance_compute_blas_threshold = 20
     out: dict = {}
+    index = _faiss_index(folder, dim, "flat")
     for nq, k in CELLS:
         key, q = f"nq={nq} k={k}", qs[nq]
         out[f"faiss {key}"] = timed(lambda: index.search(q, k), repeats)  # noqa: B023
-        out[f"ours fp32 {key}"] = timed(lambda: search(src32, q, k), repeats)  # noqa: B023
+        out[f"ours fp32 {key}"] = timed(lambda: search(src32, q, k, compact=False), repeats)  # noqa: B023
+        out[f"ours compact {key}"] = timed(lambda: search(src8, q, k, compact=True), repeats)  # noqa: B023
+    index.reset()  # frees its copy of the rows before the quantizer makes its own
+    sq = _faiss_index(folder, dim, "sq8")
+    for nq, k in CELLS:
+        key, q = f"nq={nq} k={k}", qs[nq]
+        out[f"faiss-sq8 {key}"] = timed(lambda: sq.search(q, k), repeats)  # noqa: B023
+        got, want = sq.search(q, k)[1], search(src8, q, k)[1]
+        out[f"faiss-sq8 recall {key}"] = float(np.mean([len(set(g) & set(w)) / k for g, w in zip(got, want, strict=True)]))
     return out
 
 
 def child_times(folder: Path, n: int, dim: int, repeats: int) -> dict:
     """All timings for one N, in ms; each phase holds at most two copies of the rows in memory."""
     qs = {nq: queries(nq, dim) for nq in (1, 64)}
-    src32, src16 = open_source(folder, "f32"), open_source(folder, "f16")
-    a = _phase_in_ram(folder, n, dim, qs, src32, repeats)
-    b = _phase_faiss(folder, n, dim, qs, src32, repeats)
+    src32, src16, src8 = open_source(folder, "f32"), open_source(folder, "f16"), open_source(folder, "f32", compact=True)
+    a = _phase_in_ram(folder, n, dim, qs, src32, src8, repeats)
+    b = _phase_faiss(folder, n, dim, qs, src32, src8, repeats)
     out = a | {key: v for key, v in b.items() if key.startswith("faiss")}
     for nq, k in CELLS:
         key = f"nq={nq} k={k}"
-        # ours ran in both phases: the median of its two medians is the mean
-        out[f"ours fp32 {key}"] = (a[f"ours fp32 {key}"] + b[f"ours fp32 {key}"]) / 2
-        out[f"ours fp32 phases {key}"] = [a[f"ours fp32 {key}"], b[f"ours fp32 {key}"]]
-        out[f"ours fp16 {key}"] = timed(lambda: search(src16, qs[nq], k), repeats)  # noqa: B023
+        for ours in ("ours fp32", "ours compact"):  # ran in both phases: the median of its two medians is the mean
+            out[f"{ours} {key}"] = (a[f"{ours} {key}"] + b[f"{ours} {key}"]) / 2
+            out[f"{ours} phases {key}"] = [a[f"{ours} {key}"], b[f"{ours} {key}"]]
+        out[f"ours fp16 {key}"] = timed(lambda: search(src16, qs[nq], k, compact=False), repeats)  # noqa: B023
     return out
 
 
@@ -159,7 +211,7 @@ def rss_anon_kb() -> int:
 
 def child_memory(folder: Path, n: int, dim: int) -> dict:
     """Peak memory of our search (nq = 64, k = 1000, the largest state) in a fresh process."""
-    src = open_source(folder, "f32")
+    src = open_source(folder, "f32", compact=True)
     q = queries(64, dim)
     peak = [0]
     stop = threading.Event()
@@ -203,8 +255,9 @@ def run_child(mode: str, folder: Path, n: int, dim: int, repeats: int) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| N | nq | k | ours fp32 (mmap) | ours fp16 (mmap) | numpy | torch | faiss | ours / best peer |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| N | nq | k | ours compact | ours fp32 full scan | ours fp16 full scan | numpy | torch | faiss | best peer / ours compact "
+             "| faiss SQ8 (approx.) | its recall@k |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in results["sizes"].items():
         t = r["times_ms"]
         for nq, k in CELLS:
@@ -212,8 +265,9 @@ def table(results: dict) -> str:
             peers = {p: t[f"{p} {key}"] for p in ("numpy", "torch", "faiss")}
             best = min(peers, key=peers.get)
             cells = " | ".join(f"{peers[p]:,.1f}" for p in ("numpy", "torch", "faiss"))
-            lines.append(f"| {int(n):,} | {nq} | {k} | {t[f'ours fp32 {key}']:,.1f} | {t[f'ours fp16 {key}']:,.1f} | {cells} "
-                         f"| {t[f'ours fp32 {key}'] / peers[best]:.2f} ({best}) |")
+            lines.append(f"| {int(n):,} | {nq} | {k} | **{t[f'ours compact {key}']:,.1f}** | {t[f'ours fp32 {key}']:,.1f} "
+                         f"| {t[f'ours fp16 {key}']:,.1f} | {cells} | **{peers[best] / t[f'ours compact {key}']:.2f}x** ({best}) "
+                         f"| {t[f'faiss-sq8 {key}']:,.1f} | {t[f'faiss-sq8 recall {key}']:.3f} |")
     return "\n".join(lines)
 
 
@@ -239,7 +293,7 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     try:
         for n in args.sizes:
-            need = n * args.dim * 6
+            need = n * args.dim * 7
             free = shutil.disk_usage(args.dir).free
             if free < need * 1.1:
                 sys.exit(f"{args.dir} | {free / 1e9:.1f} GB free | expected {need * 1.1 / 1e9:.1f} GB for N = {n:,}")

@@ -179,6 +179,7 @@ def embed(
             summary.run = run_collection(found.files, index.jobs, sink, lambda: EngineEncoder(engines),
                                          replace(options, streams=streams, keep_windows=index.has_moments), on_event,
                                          redo=index.without_moments() if index.has_moments else ())
+            index.compact()  # the int8 copy search scans first (jemc_infer.index.compact)
     finally:
         for e in engines.values():
             e.close()

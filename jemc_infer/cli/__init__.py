@@ -63,7 +63,7 @@ def main(
 app.add_typer(embed_app)
 app.add_typer(query_app)
 app.add_typer(serve_app)
-app.add_typer(index_app, name="index", help="Inspect an index.")
+app.add_typer(index_app, name="index", help="Inspect an index, or add its compact copy.")
 app.add_typer(data_app, name="data", help="Create feature datasets (synthetic, MSR-VTT, MSVD).")
 app.add_typer(features_app)
 app.add_typer(train_app)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jemc_infer.errors import InputShapeError
-from jemc_infer.index.source import ShardSource
+from jemc_infer.errors import InputError, InputShapeError
+from jemc_infer.index.source import InMemory, Shard, ShardSource
 
 # Bytes of fp32 rows per chunk. OpenBLAS's matrix-vector product reaches the machine's memory
 # bandwidth (and splits itself over the cores) from ~32 MB up; the matrix-matrix product is as
@@ -35,6 +35,7 @@ def search(
     *,
     chunk_rows: int | None = None,
     device: str = "cpu",
+    compact: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows with the highest inner product with each query, exactly.
 
@@ -50,6 +51,11 @@ def search(
         device: ``"cpu"``, or ``"cuda"``: the fused CUDA kernel (:mod:`jemc_infer.index.gpu`; rows
             resident on the card after the first call, scores accumulated in fp32 in another order
             than BLAS, so a score may differ in its last bits and an exact near-tie may order differently).
+        compact: scan the int8 compact copy first and rescore the few rows that can win from the
+            full rows (:mod:`jemc_infer.index.compact`; the same answer, a quarter of the bytes).
+            None: wherever the source has a copy of every shard (``embed`` writes it; ``jemc-infer
+            index compact`` adds it to an older index) and ``chunk_rows`` is not set; False: never;
+            True: required.
 
     Returns:
         ``(scores, ids)``: float32 and int64, both [nq, min(k, live rows)], best first; equal
@@ -60,6 +66,7 @@ def search(
     Raises:
         InputShapeError: if ``queries`` is not a finite float array [nq, D] with the index's D,
             if ``k`` or ``chunk_rows`` is not an integer >= 1, or if a shard is malformed.
+        InputError: ``compact=True`` where a shard has no compact copy.
     """
     dim = source.dim
     q = _check_queries(queries, dim)
@@ -73,6 +80,17 @@ def search(
         return gpu_search(source, q, int(k))
     if device != "cpu":
         raise InputShapeError(f"device | {device!r} | expected 'cpu' or 'cuda'")
+    if compact is not False and (compact or chunk_rows is None):
+        shards = [_checked(s, dim) for s in source.shards()]
+        segments = source.segments()
+        from jemc_infer.index import compact as c8
+
+        if segments and c8.covers(shards, segments) and c8.usable(q):
+            return c8.compact_search(shards, segments, q, int(k), dim)
+        if compact:
+            raise InputError("compact | a shard without a compact copy (or an int8 product that is not exact here) | "
+                             "expected a compact copy of every shard: jemc-infer index compact INDEX")
+        source = InMemory(tuple(shards))
     nq = q.shape[0]
     top = _TopK(nq, int(k))
     # Buffers reused chunk after chunk: fresh large allocations cost a page fault per 4 kB page.
@@ -219,6 +237,11 @@ def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     if not np.isfinite(q).all():
         raise InputShapeError("queries | non-finite values (NaN or inf) | expected finite scores to rank by")
     return q
+
+
+def _checked(shard: Shard, dim: int) -> Shard:
+    _check_shard(shard.rows, shard.ids, dim)
+    return shard
 
 
 def _check_shard(rows: np.ndarray, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:

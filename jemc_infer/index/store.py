@@ -11,6 +11,10 @@ Layout::
       windows/000001.npy  float16/float32 [m, D]: the per-window rows of shard 1's videos, with
                           their times in the manifest's ``windows`` table (indexes with moments:
                           meta ``moments`` = 1; see ``jemc_infer.index.windows``)
+      compact/000001.i8.npy, compact/000001.meta.npy
+                          the int8 copy of a run of shards and its per-row scale and error bounds
+                          (``jemc_infer.index.compact``): search scans it and rescores the few
+                          rows that can win from the shards; listed in the ``compact`` table
       lock                the writer's pid (flock-ed while it writes)
 
 A shard is written under a temporary name, fsynced, renamed, and only then committed to the
@@ -37,12 +41,13 @@ from jemc_infer.collection.faults import crash_point
 from jemc_infer.collection.jobs import JobStore, VideoRecord
 from jemc_infer.collection.lock import WriterLock
 from jemc_infer.errors import IndexCorruptError, InputError, SettingsMismatchError
+from jemc_infer.index.compact import Segment, fill
 from jemc_infer.index.source import Shard
 from jemc_infer.index.windows import VideoWindows, WindowRows
 from jemc_infer.specs import OLD_GRAPH_NAMES
 
 INDEX_FORMAT = "jemc-index/1"
-MANIFEST, SHARDS, WINDOWS, LOCK = "manifest.sqlite", "shards", "windows", "lock"
+MANIFEST, SHARDS, WINDOWS, COMPACT, LOCK = "manifest.sqlite", "shards", "windows", "compact", "lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +66,9 @@ CREATE TABLE IF NOT EXISTS dead (shard INTEGER NOT NULL, row INTEGER NOT NULL, P
 CREATE TABLE IF NOT EXISTS windows (shard INTEGER PRIMARY KEY REFERENCES shards(id), file TEXT UNIQUE NOT NULL,
                                     rows INTEGER NOT NULL, offsets BLOB NOT NULL, starts BLOB NOT NULL,
                                     ends BLOB NOT NULL, spaces BLOB NOT NULL);
+-- compact int8 copies of runs of shards; blobs int64 little-endian: the shard ids in order, their row counts
+CREATE TABLE IF NOT EXISTS compact (id INTEGER PRIMARY KEY, codes TEXT UNIQUE NOT NULL, meta TEXT UNIQUE NOT NULL,
+                                    rows INTEGER NOT NULL, shards BLOB NOT NULL, counts BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS row_left AFTER UPDATE OF shard, row, status ON videos
     WHEN OLD.shard IS NOT NULL AND (NEW.shard IS NOT OLD.shard OR NEW.row IS NOT OLD.row OR NEW.status != 'ok')
     BEGIN INSERT OR IGNORE INTO dead VALUES (OLD.shard, OLD.row); END;
@@ -102,6 +110,7 @@ class Index:
         if writer:
             (path / SHARDS).mkdir(parents=True, exist_ok=True)
             (path / WINDOWS).mkdir(exist_ok=True)
+            (path / COMPACT).mkdir(exist_ok=True)
             lock = WriterLock(path / LOCK)
         try:
             db = sqlite3.connect(db_path, timeout=30)
@@ -156,9 +165,10 @@ class Index:
         self.close()
 
     def _clean_orphans(self) -> None:
-        known = {r[0] for r in self.db.execute("SELECT file FROM shards UNION ALL SELECT file FROM windows")}
+        known = {r[0] for r in self.db.execute("SELECT file FROM shards UNION ALL SELECT file FROM windows "
+                                                "UNION ALL SELECT codes FROM compact UNION ALL SELECT meta FROM compact")}
         removed = 0
-        for folder in (SHARDS, WINDOWS):
+        for folder in (SHARDS, WINDOWS, COMPACT):
             gone = [p for p in (self.path / folder).iterdir() if f"{folder}/{p.name}" not in known]
             for p in gone:
                 p.unlink(missing_ok=True)
@@ -243,7 +253,80 @@ class Index:
                 ids[dead[sid]] = -1
                 if (ids < 0).all():
                     continue
-            yield Shard(rows=self._load(file, rows), ids=ids)
+            yield Shard(rows=self._load(file, rows), ids=ids, key=sid)
+
+    def segments(self) -> list[Segment]:
+        """The compact int8 copies (read-only memory maps), oldest first; [] for an index without.
+
+        Raises:
+            IndexCorruptError: A file is unreadable or disagrees with the manifest.
+        """
+        out = []
+        for codes, meta, rows, shards, counts in self.db.execute(
+                "SELECT codes, meta, rows, shards, counts FROM compact ORDER BY id"):
+            try:
+                c = np.load(self.path / codes, mmap_mode="r", allow_pickle=False)
+                m = np.load(self.path / meta, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError:
+                return []  # a writer merged it away since this read began: search the shards themselves
+            except (OSError, ValueError) as err:
+                raise IndexCorruptError(f"{self.path / codes} | unreadable ({err}) | expected the compact copy the manifest lists") from None
+            keys, ns = np.frombuffer(shards, "<i8"), np.frombuffer(counts, "<i8")
+            if c.shape != (rows * self.dim,) or c.dtype != np.int8 or m.shape != (rows, 3) or len(keys) != len(ns) or ns.sum() != rows:
+                raise IndexCorruptError(f"{self.path / codes} | {c.dtype} {list(c.shape)}, meta {list(m.shape)} | expected "
+                                        f"int8 [{rows * self.dim}] and float32 [{rows}, 3]")
+            out.append(Segment(c, m, tuple(int(k) for k in keys), tuple(int(n) for n in ns)))
+        return out
+
+    def compact(self) -> tuple[int, int]:
+        """Write the compact copy of every shard that has none: one new segment, which takes in the
+        newest segments while it holds at least half as many rows as the one before it (so an index
+        keeps a few segments, the oldest the largest, and a row is rewritten O(log n) times).
+        Returns (rows written, segments now).
+        """
+        self._check_writer()
+        segs = [(sid, rows, [int(k) for k in np.frombuffer(blob, "<i8")])
+                for sid, rows, blob in self.db.execute("SELECT id, rows, shards FROM compact ORDER BY id")]
+        covered = {k for _, _, keys in segs for k in keys}
+        todo = [(sid, rows) for sid, rows in self.db.execute("SELECT id, rows FROM shards ORDER BY id") if sid not in covered]
+        if not todo:
+            return 0, len(segs)
+        keys, total, replace = [k for k, _ in todo], sum(n for _, n in todo), []
+        while segs and 2 * total >= segs[-1][1]:
+            sid, rows, seg_keys = segs.pop()
+            keys, total, replace = seg_keys + keys, total + rows, [sid, *replace]
+        return self._write_segment(keys, tuple(replace)), len(segs) + 1
+
+    def _write_segment(self, keys: list[int], replace: tuple[int, ...]) -> int:
+        """Quantise shards ``keys`` into new files, then commit them (replacing segments ``replace``)
+        in one transaction and delete the files they replace."""
+        files = {sid: (file, rows) for sid, file, rows in self.db.execute("SELECT id, file, rows FROM shards")}
+        shards = [Shard(self._load(files[k][0], files[k][1]), np.zeros(files[k][1], np.int64), k) for k in keys]
+        n = sum(len(s.ids) for s in shards)
+        next_id = (self.db.execute("SELECT MAX(id) FROM compact").fetchone()[0] or 0) + 1
+        rel = {"codes": f"{COMPACT}/{next_id:06d}.i8.npy", "meta": f"{COMPACT}/{next_id:06d}.meta.npy"}
+        tmp = {name: (self.path / r).with_name(f".{Path(r).name}.tmp-{os.getpid()}") for name, r in rel.items()}
+        codes = np.lib.format.open_memmap(tmp["codes"], mode="w+", dtype=np.int8, shape=(n * self.dim,))
+        meta = np.lib.format.open_memmap(tmp["meta"], mode="w+", dtype=np.float32, shape=(n, 3))
+        fill(shards, codes, meta)
+        for name, arr in (("codes", codes), ("meta", meta)):
+            arr.flush()
+            with open(tmp[name], "rb+") as f:
+                os.fsync(f.fileno())
+        del codes, meta
+        crash_point("compact-written")
+        for name in rel:
+            os.replace(tmp[name], self.path / rel[name])
+        fsync_dir(self.path / COMPACT)
+        old = [r for sid in replace for r in self.db.execute("SELECT codes, meta FROM compact WHERE id = ?", (sid,)).fetchone()]
+        with self.db:
+            self.db.executemany("DELETE FROM compact WHERE id = ?", [(sid,) for sid in replace])
+            self.db.execute("INSERT INTO compact VALUES (?, ?, ?, ?, ?, ?)", (
+                next_id, rel["codes"], rel["meta"], n, np.asarray(keys, "<i8").tobytes(),
+                np.asarray([len(s.ids) for s in shards], "<i8").tobytes()))
+        for file in old:
+            (self.path / file).unlink(missing_ok=True)
+        return n
 
     def row(self, video_id: int) -> np.ndarray | None:
         """The pooled row float32 [D] of a video, or None if it has none (unknown, failed)."""
@@ -301,8 +384,10 @@ class Index:
 
     def counts(self) -> dict[str, int]:
         out = dict(self.db.execute("SELECT status, COUNT(*) FROM videos GROUP BY status").fetchall())
+        covered = {int(k) for (blob,) in self.db.execute("SELECT shards FROM compact") for k in np.frombuffer(blob, "<i8")}
         return {"ok": out.get("ok", 0), "failed": out.get("failed", 0),
-                "shards": self.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]}
+                "shards": self.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0],
+                "compact_shards": len(covered), "segments": self.db.execute("SELECT COUNT(*) FROM compact").fetchone()[0]}
 
     def failures(self) -> list[tuple[str, str]]:
         """(path, reason) of every video that failed, by path."""

@@ -181,12 +181,13 @@ class Library:
         self._db.execute("BEGIN")  # one read transaction: one committed state (WAL)
         try:
             shards = tuple(self._index.shards())
+            segments = tuple(self._index.segments())
             rows = self._db.execute("SELECT id, path, duration, size FROM videos WHERE status = 'ok' AND shard IS NOT NULL").fetchall()
         finally:
             self._db.rollback()
         videos = {r[0]: Video(r[0], r[1], r[2], r[3]) for r in rows}
         roots = self._roots or self._default_roots(videos)
-        return Snapshot(InMemory(shards), videos, roots)
+        return Snapshot(InMemory(shards, segments), videos, roots)
 
     def _default_roots(self, videos: dict[int, Video]) -> tuple[Path, ...]:
         if not videos:

@@ -48,7 +48,7 @@ def test_shards_videos_and_dead_rows(tmp_path: Path) -> None:
         got = live(ix)
         assert set(got) == {ids["a.mp4"], ids["b.mp4"], ids["c.mp4"]}
         assert np.array_equal(got[ids["b.mp4"]], b[0]) and np.array_equal(got[ids["a.mp4"]], a[0])
-        assert ix.counts() == {"ok": 3, "failed": 1, "shards": 2}
+        assert ix.counts() == {"ok": 3, "failed": 1, "shards": 2, "compact_shards": 0, "segments": 0}
         assert ix.failures() == [("bad.mp4", "empty file (0 bytes)")]
         assert ix.describe(np.array([ids["c.mp4"], -1])) == {ids["c.mp4"]: ("c.mp4", 2.0)}
         assert ix.prune(["a.mp4", "nope.mp4"]) == 1
