@@ -21,7 +21,7 @@ Peers, each over the whole fp32 matrix in RAM:
 
     .venv/bin/python benchmarks/search_cpu.py [--sizes 100000 1000000] [--dim 2048] [--repeats 5]
 
-Needs ``N * D * 7`` bytes free under ``--dir`` (14 GB for 1M x 2048) and deletes them at the end
+Needs ``N * D * 8`` bytes free under ``--dir`` (16 GB for 1M x 2048) and deletes them at the end
 unless ``--keep``. Writes ``benchmarks/out/search_cpu.json`` and prints a markdown table.
 """
 
@@ -70,10 +70,11 @@ def write_data(folder: Path, n: int, dim: int, block: int = 32768) -> None:
         np.save(folder / f"ids_{s}.npy", np.arange(bounds[s], bounds[s + 1], dtype=np.int64))
         shard = Shard(np.load(folder / f"f32_{s}.npy", mmap_mode="r"), np.zeros(rows, np.int64), s)
         codes = np.lib.format.open_memmap(folder / f"c8_{s}.npy", mode="w+", dtype=np.int8, shape=(rows * dim,))
-        meta = np.lib.format.open_memmap(folder / f"c8meta_{s}.npy", mode="w+", dtype=np.float32, shape=(rows, 3))
-        fill([shard], codes, meta)
-        codes.flush(), meta.flush()
-        del codes, meta
+        residual = np.lib.format.open_memmap(folder / f"r8_{s}.npy", mode="w+", dtype=np.int8, shape=(rows, dim))
+        meta = np.lib.format.open_memmap(folder / f"c8meta_{s}.npy", mode="w+", dtype=np.float32, shape=(rows, 5))
+        fill([shard], codes, residual, meta)
+        codes.flush(), residual.flush(), meta.flush()
+        del codes, residual, meta
 
 
 def open_source(folder: Path, kind: str, compact: bool = False) -> InMemory:
@@ -82,7 +83,7 @@ def open_source(folder: Path, kind: str, compact: bool = False) -> InMemory:
                          np.load(folder / f"ids_{s}.npy", allow_pickle=False), s) for s in range(SHARDS))
     if not compact:
         return InMemory(shards)
-    return InMemory(shards, tuple(Segment(np.load(folder / f"c8_{s}.npy", mmap_mode="r"), np.load(folder / f"c8meta_{s}.npy", mmap_mode="r"),
+    return InMemory(shards, tuple(Segment(*(np.load(folder / f"{name}_{s}.npy", mmap_mode="r") for name in ("c8", "r8", "c8meta")),
                                           (s,), (len(shards[s].ids),)) for s in range(SHARDS)))
 
 
@@ -293,7 +294,7 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     try:
         for n in args.sizes:
-            need = n * args.dim * 7
+            need = n * args.dim * 8
             free = shutil.disk_usage(args.dir).free
             if free < need * 1.1:
                 sys.exit(f"{args.dir} | {free / 1e9:.1f} GB free | expected {need * 1.1 / 1e9:.1f} GB for N = {n:,}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,13 +59,16 @@ class Segment:
     """The int8 copy of a run of shards.
 
     ``codes``: int8, flat [n * D]; block ``b`` (rows ``b*BLOCK`` up to ``b*BLOCK + w``) is the
-    ``[D, w]`` array at offset ``b*BLOCK*D``. ``meta``: float32 [n, 3] = (scale, err, norm) per row;
-    scale NaN marks a row that is always rescored. ``keys`` and ``counts``: the shards it copies
+    ``[D, w]`` array at offset ``b*BLOCK*D``. ``residual``: int8 [n, D], the 7-bit codes of what
+    the first leaves out (read only for the rows the first pass cannot rule out). ``meta``: float32
+    [n, 5] = (scale, err, norm, scale2, err2) per row (:func:`quantise`); scale NaN marks a row
+    that is always rescored. ``keys`` and ``counts``: the shards it copies
     and their row counts, in order (segment row i is row i of their concatenation); a key the
     source does not yield is a shard whose rows are all dead.
     """
 
     codes: np.ndarray
+    residual: np.ndarray
     meta: np.ndarray
     keys: tuple[int, ...]
     counts: tuple[int, ...]
@@ -81,33 +85,40 @@ class Segment:
         return np.asarray(self.codes[start * dim : (start + b * w) * dim]).reshape(b, dim, w)
 
 
-def quantise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int8 codes (transposed, [D, n] flattened) and meta [n, 3] of ``rows`` [n, D], n <= BLOCK.
+def quantise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compact copy of ``rows`` [n, D] (n <= BLOCK): int8 codes transposed ([D, n] flattened),
+    the 7-bit residual codes [n, D] and meta [n, 5] = (scale, err, norm, scale2, err2).
 
-    ``err`` is ``||x - s r||`` computed in float64, widened by the float32 rounding the search may
-    add on top (the approximate score's and the rescoring's, both <= (D + 8) u ||q|| ||x||), then
-    rounded up to float32. Non-finite or huge rows get scale NaN and codes 0.
+    ``x ~ scale r`` (8 bits) and ``x ~ scale r + scale2 r2`` (15 bits); ``err`` and ``err2`` bound
+    the norms of what each leaves out, computed in float64 with the float32 scales the search uses,
+    widened by the float32 rounding the search may add (the approximate scores' and the rescoring's,
+    both <= (D + 8) u ||q|| ||x||), rounded up to float32. Non-finite or huge rows get scale NaN.
     """
     n, dim = rows.shape
     x = np.asarray(rows, dtype=np.float64)
     peak = np.max(np.abs(x), axis=1) if dim else np.zeros(n)
     special = ~np.isfinite(peak) | (peak > _HUGE)
-    peak = np.where(special, 0.0, peak)
-    scale = peak / 127.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(scale[:, None] > 0, np.rint(x / np.where(scale > 0, scale, 1.0)[:, None]), 0.0)
-    r[special] = 0.0
-    r = np.clip(r, -127, 127)
-    deq = r * scale[:, None]
-    x_safe = np.where(special[:, None], 0.0, x)
-    err = np.linalg.norm(x_safe - deq, axis=1)
-    norm = np.maximum(np.linalg.norm(x_safe, axis=1), np.linalg.norm(deq, axis=1))
-    err = err * (1 + 1e-9) + (dim + 8) * 2 * _U32 * norm  # float64 rounding of err itself, and float32's
-    meta = np.empty((n, 3), np.float32)
+    x = np.where(special[:, None], 0.0, x)
+    r, scale = _levels(x, 127)
+    res = x - r * scale[:, None]
+    r2, scale2 = _levels(res, 63)
+    res2 = res - r2 * scale2[:, None]
+    norm = np.maximum(np.linalg.norm(x, axis=1), np.linalg.norm(x - res, axis=1))
+    slack = (dim + 8) * 2 * _U32 * norm
+    meta = np.empty((n, 5), np.float32)
     meta[:, 0] = np.where(special, np.nan, scale)
-    meta[:, 1] = _round_up(err)
+    meta[:, 1] = _round_up(np.linalg.norm(res, axis=1) * (1 + 1e-9) + slack)
     meta[:, 2] = _round_up(norm * (1 + 1e-9))
-    return np.ascontiguousarray(r.astype(np.int8).T).reshape(-1), meta
+    meta[:, 3] = np.where(special, np.nan, scale2)
+    meta[:, 4] = _round_up(np.linalg.norm(res2, axis=1) * (1 + 1e-9) + slack)
+    return np.ascontiguousarray(r.astype(np.int8).T).reshape(-1), r2.astype(np.int8), meta
+
+
+def _levels(x: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer levels in [-top, top] and the per-row float32 scale (as float64) they are scaled by."""
+    scale = (np.max(np.abs(x), axis=1) / top).astype(np.float32).astype(np.float64) if x.shape[1] else np.zeros(len(x))
+    safe = np.where(scale > 0, scale, 1.0)
+    return np.clip(np.rint(x / safe[:, None]), -top, top) * (scale > 0)[:, None], scale
 
 
 def _round_up(v: np.ndarray) -> np.ndarray:
@@ -131,6 +142,9 @@ class _Product:
 
                 opts = ort.SessionOptions()
                 opts.log_severity_level = 3
+                if os.environ.get("JEMC_ORT_SPIN", "0") != "1":
+                    # no spinning between calls: numpy works between them and needs the cores
+                    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 session = ort.InferenceSession(_PRODUCT_ONNX, opts, providers=["CPUExecutionProvider"])
                 cls._session, cls._exact = session, _self_check(session)
             return cls._session if cls._exact else None
@@ -154,8 +168,11 @@ def usable(queries: np.ndarray) -> bool:
     return bool(np.abs(queries).max(initial=0.0) <= _HUGE) and _Product.get() is not None
 
 
-def _split_queries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(A uint8 [2 nq, D], t [2 nq] float32, ||q|| [nq], ||e|| [nq]), norms rounded up."""
+def _split_queries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A uint8 [2 nq, D], scale [nq] float32, rho): ``q . (s r) = qn * scale * s * (64 a1.r + a2.r)``
+    up to the query's own error ``e``, and ``||e|| <= rho * ||q||`` for every query. Scores are
+    kept divided by each query's norm ``qn`` (1 for a zero query): the order within a query is the
+    same, and the bound becomes one number per row for all queries: ``err + rho * norm``."""
     x = q.astype(np.float64)
     t1 = np.max(np.abs(x), axis=1) / _QUERY_LEVELS
     t1 = np.where(t1 > 0, t1, 1.0).astype(np.float32).astype(np.float64)
@@ -164,14 +181,17 @@ def _split_queries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     a2 = np.clip(np.rint((x - a1 * t1[:, None]) / t2[:, None]), -_QUERY_LEVELS, _QUERY_LEVELS)
     e = x - a1 * t1[:, None] - a2 * t2[:, None]
     a = (np.concatenate([a1, a2]) + _ZERO_POINT).astype(np.uint8)
-    qn = np.linalg.norm(x, axis=1) * (1 + 1e-9)
-    en = np.linalg.norm(e, axis=1) * (1 + 1e-9) + qn * 8 * _U32  # float32 rounding of approx's combination
-    return a, np.concatenate([t1, t2]).astype(np.float32), qn.astype(np.float32), _round_up(en)
+    qn = np.linalg.norm(x, axis=1)
+    qn = np.where(qn > 0, qn, 1.0)
+    # the float32 rounding of the approximate score (~4 u of its size) is in each row's err already
+    rho = float(np.max(np.linalg.norm(e, axis=1) / qn, initial=0.0)) * (1 + 1e-6) + 1e-12
+    return a, (t2 / qn).astype(np.float32), rho
 
 
 class _Bounds:
     """Per query, the rows that may still be in the top k: every row whose upper bound reaches the
-    threshold, the k-th best lower bound seen (rows below it can never enter: k rows beat them)."""
+    threshold, the k-th best lower bound seen (rows below it can never enter: k rows beat them).
+    Bounds are kept as (upper, half-width): lower = upper - 2 * half."""
 
     def __init__(self, nq: int, k: int) -> None:
         self.k = k
@@ -180,18 +200,21 @@ class _Bounds:
         self.parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(nq)]  # (lower, upper, pos)
         self.count = np.zeros(nq, np.int64)
 
-    def add(self, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray) -> None:
-        """Fold in one block: ``lower``/``upper`` float32 [nq, w], ``pos`` int64 [w] (row positions)."""
-        w = lower.shape[1]
-        if w > self.k:  # the block's own k-th best lower bound
-            kth = np.partition(lower, w - self.k, axis=1)[:, w - self.k]
-            np.maximum(self.thr, kth, out=self.thr)
+    def add(self, upper: np.ndarray, half: np.ndarray, pos: np.ndarray) -> None:
+        """Fold in a group of rows: ``upper`` float32 [nq, w] (NaN: a dead row, +inf: a row to
+        rescore always), ``half`` [w] the bound's half-width, ``pos`` int64 [w] their positions."""
+        w = upper.shape[1]
+        fresh = np.flatnonzero(self.thr == -np.inf)
+        if fresh.size and w > self.k:  # no threshold yet: this group's k-th best lower bound is one
+            lower = _lower(upper[fresh], half)
+            np.maximum.at(self.thr, fresh, np.partition(lower, w - self.k, axis=1)[:, w - self.k])
         mask = upper >= self._floor()[:, None]
         flat = np.flatnonzero(mask)
         if not flat.size:
             return
         per_query = np.bincount(flat // w, minlength=len(self.thr))
-        lo, up, at = lower.reshape(-1)[flat], upper.reshape(-1)[flat], pos[flat % w]
+        up, at = upper.reshape(-1)[flat], pos[flat % w]
+        lo = _lower(up, half[flat % w])
         ends = np.cumsum(per_query)
         for q in np.flatnonzero(per_query):
             a, b = ends[q] - per_query[q], ends[q]
@@ -217,9 +240,20 @@ class _Bounds:
         """The threshold less 4 ulps: a row just below it cannot round to a tie with the k-th."""
         return self.thr - np.abs(self.thr) * np.float32(4 * _U32)
 
-    def survivors(self) -> list[np.ndarray]:
-        """Each query's candidate positions, final."""
-        return [self._compact(q) for q in range(len(self.thr))]
+    def survivors(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each query's candidates, final: (lower, upper, positions)."""
+        out = []
+        for q in range(len(self.thr)):
+            self._compact(q)
+            out.append(self.parts[q][0])
+        return out
+
+
+def _lower(upper: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """upper - 2 half, -inf for rows rescored always (infinite half) and dead rows."""
+    with np.errstate(invalid="ignore"):
+        lower = upper - 2 * half
+    return np.where(np.isnan(lower), np.float32(-np.inf), lower)
 
 
 def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.ndarray, k: int,
@@ -229,7 +263,8 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
     session = _Product.get()
     assert session is not None, "compact_search without an exact product: check usable() first"
     nq = q.shape[0]
-    a, t, qn, en = _split_queries(q)
+    a, tn, rho = _split_queries(q)
+    combine_int = dim <= 4096  # 64 |a1.r| + |a2.r| < 2**31
     by_key = {s.key: s for s in shards}
     bounds = _Bounds(nq, k)
     group = max(1, min(16, _GROUP_SCORES // (nq * BLOCK)))  # blocks per product call: ~1M scores at most
@@ -254,28 +289,69 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
         start = 0
         while start < seg.rows:
             codes = seg.blocks(start, group, dim)
-            y = session.run(None, {"A": a, "B": codes})[0]  # type: ignore[attr-defined]  # [b, 2 nq, w]
-            stop = start + codes.shape[0] * codes.shape[2]
-            y = y.transpose(1, 0, 2).reshape(2 * nq, stop - start)
-            approx = y[:nq].astype(np.float32)
-            approx *= t[:nq, None]
-            approx += y[nq:].astype(np.float32) * t[nq:, None]
+            nb, _, w = codes.shape
+            stop = start + nb * w
+            y = session.run(None, {"A": a, "B": codes})[0]  # type: ignore[attr-defined]  # [nb, 2 nq, w]
+            y1 = y[:, :nq]
+            upper = np.empty((nq, nb, w), np.float32)
+            if combine_int:
+                np.multiply(y1, 64, out=y1)
+                np.add(y1, y[:, nq:], out=y1)
+                np.copyto(upper, y1.transpose(1, 0, 2), casting="unsafe")  # one pass: transpose + convert
+            else:
+                np.copyto(upper, y1.transpose(1, 0, 2), casting="unsafe")
+                upper *= 64
+                upper += y[:, nq:].transpose(1, 0, 2)
+            upper = upper.reshape(nq, stop - start)
             s = scale[start:stop]
             special = np.isnan(s)
-            approx *= np.where(special, 0, s)
-            bound = qn[:, None] * err[start:stop] + en[:, None] * norm[start:stop]
-            upper = approx + bound
-            approx -= bound
-            lower = approx
+            upper *= tn[:, None]
+            upper *= np.where(special, 0, s)
+            half = err[start:stop] + np.float32(rho) * norm[start:stop]
+            upper += half
             if special.any():
-                lower[:, special], upper[:, special] = -np.inf, np.inf
+                upper[:, special], half = np.inf, np.where(special, np.float32(np.inf), half)
             dead = _dead(parts, offsets, start, stop)
             if dead.any():
-                lower[:, dead], upper[:, dead] = -np.inf, np.nan  # NaN >= anything is False: never a candidate
-            bounds.add(lower, upper, np.arange(base + start, base + stop, dtype=np.int64))
+                upper[:, dead] = np.nan  # NaN >= anything is False: never a candidate
+            bounds.add(upper, half, np.arange(base + start, base + stop, dtype=np.int64))
             start = stop
         base += seg.rows
-    return _rescore(bounds.survivors(), spans, q, k, live)
+    starts = np.array([sp[0] for sp in spans] + [math.inf])
+    codes = (a.astype(np.int16) - _ZERO_POINT).astype(np.int8)
+    refined = [_refine(session, np.ascontiguousarray(codes[[qi, nq + qi]].T[None]), *found, spans, starts, tn[qi], rho, k, bounds.thr[qi])
+               for qi, found in enumerate(bounds.survivors())]
+    return _rescore(refined, spans, q, k, live)
+
+
+def _refine(session: object, query_codes: np.ndarray, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray,
+            spans: list, starts: np.ndarray, tn: float, rho: float, k: int, thr: float) -> np.ndarray:
+    """Narrow one query's candidates with their residual codes (read for these rows only): bounds
+    ~60x tighter, so only the rows that can still reach the top k are left to rescore."""
+    if len(pos) <= k:
+        return pos
+    order = np.argsort(pos, kind="stable")
+    lower, upper, pos = lower[order], upper[order], pos[order]
+    which = np.searchsorted(starts, pos, side="right") - 1
+    first = np.empty(len(pos), np.float32)
+    second = np.empty(len(pos), np.float32)
+    cuts = np.flatnonzero(np.diff(which)) + 1
+    for chunk in np.split(np.arange(len(pos)), cuts):
+        base, seg = spans[which[chunk[0]]][:2]
+        local = pos[chunk] - base
+        meta = np.asarray(seg.meta[local])
+        rows = np.asarray(seg.residual[local]).view(np.uint8) + np.uint8(_ZERO_POINT)  # [-63, 63] + 64, as u8
+        y = session.run(None, {"A": rows, "B": query_codes})[0][0]  # type: ignore[attr-defined]  # [m, 2]
+        scale2, err, norm, err2 = meta[:, 3], meta[:, 1], meta[:, 2], meta[:, 4]
+        approx = upper[chunk] - (err + np.float32(rho) * norm)
+        approx += np.float32(tn) * np.where(np.isnan(scale2), 0, scale2) * (64 * y[:, 0] + y[:, 1]).astype(np.float32)
+        half2 = err2 + np.float32(rho) * norm
+        special = np.isnan(scale2)
+        first[chunk] = np.where(special, -np.inf, np.maximum(lower[chunk], approx - half2))
+        second[chunk] = np.where(special, np.inf, np.minimum(upper[chunk], approx + half2))
+    if len(first) >= k:
+        thr = max(thr, float(np.partition(first, len(first) - k)[len(first) - k]))
+    return pos[second >= np.float32(thr) - abs(np.float32(thr)) * np.float32(4 * _U32)]
 
 
 def _dead(parts: list[tuple[Shard | None, int]], offsets: list[int], start: int, stop: int) -> np.ndarray:
@@ -294,46 +370,43 @@ def _dead(parts: list[tuple[Shard | None, int]], offsets: list[int], start: int,
 
 def _rescore(survivors: list[np.ndarray], spans: list, q: np.ndarray, k: int, live: int) -> tuple[np.ndarray, np.ndarray]:
     """Each query's best k candidates by (score desc, id asc), the score being the inner product in
-    float64 rounded to float32. Candidates are scored in float32 first (one BLAS call on the
-    gathered rows); only those within float32's error of the k-th are recomputed in float64."""
-    nq = len(survivors)
+    float64 rounded to float32, from the full rows (gathered a few hundred at a time into buffers
+    reused across queries: fresh pages cost more than the reads here)."""
+    nq, dim = len(survivors), q.shape[1]
     width = min(k, live)
     out_scores = np.full((nq, width), -np.inf, np.float32)
     out_ids = np.full((nq, width), -1, np.int64)
     starts = np.array([s[0] for s in spans] + [math.inf])
+    step = max(1, (1 << 17) // max(dim, 1))  # 512 kB of float32 rows, 1 MB widened: both stay in the L2 cache
+    rows32, rows64 = np.empty((step, dim), np.float32), np.empty((step, dim), np.float64)
     for qi, pos in enumerate(survivors):
         if not pos.size or not width:
             continue
-        rows, ids, norms = _gather(np.sort(pos), starts, spans)
-        fast = rows @ q[qi]
-        qn = float(np.linalg.norm(q[qi].astype(np.float64)))
-        # |fast - exact| <= (D + 2) u ||q|| ||x||; rows that are special (norm NaN) or not finite: always exact
-        slack = (q.shape[1] + 2) * _U32 * qn * np.where(np.isnan(norms), np.inf, norms)
-        finite = np.isfinite(fast)
-        if finite.sum() > width:
-            kth = np.partition(fast[finite], finite.sum() - width)[finite.sum() - width]
-            margin = 2 * np.max(slack[finite], initial=0.0) + 4 * _U32 * abs(float(kth))
-            near = ~finite | ~np.isfinite(slack) | (fast >= kth - margin)
-            rows, ids = rows[near], ids[near]
-        exact = (rows.astype(np.float64) @ q[qi].astype(np.float64)).astype(np.float32)
-        keep = ~np.isnan(exact) & (ids >= 0)
-        exact, ids = exact[keep], ids[keep]
-        order = np.lexsort((ids, -exact))[:width]
-        out_scores[qi, : len(order)], out_ids[qi, : len(order)] = exact[order], ids[order]
+        q64 = q[qi].astype(np.float64)
+        scores, ids = np.empty(len(pos), np.float32), np.empty(len(pos), np.int64)
+        filled = 0
+        pos = np.sort(pos)
+        for at in range(0, len(pos), step):
+            got = _gather(pos[at : at + step], starts, spans, rows32, ids[filled:])
+            np.copyto(rows64[:got], rows32[:got])
+            with np.errstate(invalid="ignore", over="ignore"):
+                scores[filled : filled + got] = rows64[:got] @ q64
+            filled += got
+        scores, ids = scores[:filled], ids[:filled]
+        keep = ~np.isnan(scores) & (ids >= 0)
+        scores, ids = scores[keep], ids[keep]
+        order = np.lexsort((ids, -scores))[:width]
+        out_scores[qi, : len(order)], out_ids[qi, : len(order)] = scores[order], ids[order]
     return out_scores, out_ids
 
 
-def _gather(pos: np.ndarray, starts: np.ndarray, spans: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The full rows (float32), ids and norm bounds (NaN: special) of sorted global positions."""
-    dim = spans[0][1].codes.size // max(spans[0][1].rows, 1) if spans else 0
-    rows = np.empty((len(pos), dim), np.float32)
-    ids = np.empty(len(pos), np.int64)
-    norms = np.empty(len(pos), np.float32)
+def _gather(pos: np.ndarray, starts: np.ndarray, spans: list, rows: np.ndarray, ids: np.ndarray) -> int:
+    """The full rows (as float32, into ``rows``) and ids (into ``ids``) of sorted global positions
+    (at most ``len(rows)``); rows of all-dead shards are skipped. Returns how many were written."""
     filled = 0
     which = np.searchsorted(starts, pos, side="right") - 1
-    cuts = np.flatnonzero(np.diff(which)) + 1
-    for chunk in np.split(np.arange(len(pos)), cuts):
-        base, seg, parts, offsets = spans[which[chunk[0]]]
+    for chunk in np.split(np.arange(len(pos)), np.flatnonzero(np.diff(which)) + 1):
+        base, _, parts, offsets = spans[which[chunk[0]]]
         local = pos[chunk] - base
         part_of = np.searchsorted(offsets, local, side="right") - 1
         for sub in np.split(np.arange(len(local)), np.flatnonzero(np.diff(part_of)) + 1):
@@ -347,10 +420,8 @@ def _gather(pos: np.ndarray, starts: np.ndarray, spans: list) -> tuple[np.ndarra
             else:
                 rows[filled:end] = shard.rows[sel]
             ids[filled:end] = shard.ids[sel]
-            meta = seg.meta[local[sub]]
-            norms[filled:end] = np.where(np.isnan(meta[:, 0]), np.nan, meta[:, 2])
             filled = end
-    return rows[:filled], ids[:filled], norms[:filled]
+    return filled
 
 
 def rows_in_blocks(shards: Sequence[Shard]):
@@ -370,13 +441,14 @@ def rows_in_blocks(shards: Sequence[Shard]):
         yield start, np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
-def fill(shards: Sequence[Shard], codes: np.ndarray, meta: np.ndarray) -> None:
-    """Quantise the rows of ``shards`` (concatenated) into ``codes`` int8 [n * D] and ``meta``
-    float32 [n, 3] (preallocated: arrays or writable memory maps), a block at a time."""
+def fill(shards: Sequence[Shard], codes: np.ndarray, residual: np.ndarray, meta: np.ndarray) -> None:
+    """Quantise the rows of ``shards`` (concatenated) into ``codes`` int8 [n * D], ``residual``
+    int8 [n, D] and ``meta`` float32 [n, 5] (preallocated: arrays or writable memory maps)."""
     for start, rows in rows_in_blocks(shards):
         dim = rows.shape[1]
-        c, m = quantise(rows)
+        c, r, m = quantise(rows)
         codes[start * dim : (start + len(rows)) * dim] = c
+        residual[start : start + len(rows)] = r
         meta[start : start + len(rows)] = m
 
 
@@ -384,9 +456,9 @@ def segment_of(shards: Sequence[Shard]) -> Segment:
     """A segment in memory (tests, benchmarks; an index writes its segments to files)."""
     n = sum(len(s.ids) for s in shards)
     dim = int(shards[0].rows.shape[1]) if shards else 0
-    codes, meta = np.empty(n * dim, np.int8), np.empty((n, 3), np.float32)
-    fill(shards, codes, meta)
-    return Segment(codes, meta, tuple(s.key for s in shards), tuple(len(s.ids) for s in shards))
+    codes, residual, meta = np.empty(n * dim, np.int8), np.empty((n, dim), np.int8), np.empty((n, 5), np.float32)
+    fill(shards, codes, residual, meta)
+    return Segment(codes, residual, meta, tuple(s.key for s in shards), tuple(len(s.ids) for s in shards))
 
 
 def covers(shards: Sequence[Shard], segments: Sequence[Segment]) -> bool:

@@ -24,6 +24,8 @@ _CHUNK_BYTES = 64 << 20
 # fp16 chunks are widened into a scratch buffer of this size: small enough to stay in the L3
 # cache between the conversion and the product that reads it back.
 _HALF_CHUNK_BYTES = 8 << 20
+# Largest nq * max(k, 50) the compact copy is used for by default (measured: RESULTS.md).
+_COMPACT_WORK = 2048
 # Bound on a chunk's [nq, rows] score block, so that memory stays flat for small D or many queries.
 _SCORE_BYTES = 8 << 20
 
@@ -52,10 +54,12 @@ def search(
             resident on the card after the first call, scores accumulated in fp32 in another order
             than BLAS, so a score may differ in its last bits and an exact near-tie may order differently).
         compact: scan the int8 compact copy first and rescore the few rows that can win from the
-            full rows (:mod:`jemc_infer.index.compact`; the same answer, a quarter of the bytes).
-            None: wherever the source has a copy of every shard (``embed`` writes it; ``jemc-infer
-            index compact`` adds it to an older index) and ``chunk_rows`` is not set; False: never;
-            True: required.
+            full rows (:mod:`jemc_infer.index.compact`; the same ids, a quarter of the bytes, scores
+            rounded from float64). None: where the source has a copy of every shard (``embed``
+            writes it; ``jemc-infer index compact`` adds it to an older index), ``chunk_rows`` is
+            not set and the batch is small: nq * max(k, 50) <= 2048 (with more queries the scan is
+            bound by arithmetic, not bytes, and the full scan's BLAS is faster: benchmarks/RESULTS.md);
+            False: never; True: required.
 
     Returns:
         ``(scores, ids)``: float32 and int64, both [nq, min(k, live rows)], best first; equal
@@ -80,7 +84,7 @@ def search(
         return gpu_search(source, q, int(k))
     if device != "cpu":
         raise InputShapeError(f"device | {device!r} | expected 'cpu' or 'cuda'")
-    if compact is not False and (compact or chunk_rows is None):
+    if compact or (compact is None and chunk_rows is None and q.shape[0] * max(int(k), 50) <= _COMPACT_WORK):
         shards = [_checked(s, dim) for s in source.shards()]
         segments = source.segments()
         from jemc_infer.index import compact as c8

@@ -11,8 +11,9 @@ Layout::
       windows/000001.npy  float16/float32 [m, D]: the per-window rows of shard 1's videos, with
                           their times in the manifest's ``windows`` table (indexes with moments:
                           meta ``moments`` = 1; see ``jemc_infer.index.windows``)
-      compact/000001.i8.npy, compact/000001.meta.npy
-                          the int8 copy of a run of shards and its per-row scale and error bounds
+      compact/000001.i8.npy, .r8.npy, .meta.npy
+                          the int8 copy of a run of shards, its 7-bit residual and per-row scales
+                          and error bounds
                           (``jemc_infer.index.compact``): search scans it and rescores the few
                           rows that can win from the shards; listed in the ``compact`` table
       lock                the writer's pid (flock-ed while it writes)
@@ -67,8 +68,9 @@ CREATE TABLE IF NOT EXISTS windows (shard INTEGER PRIMARY KEY REFERENCES shards(
                                     rows INTEGER NOT NULL, offsets BLOB NOT NULL, starts BLOB NOT NULL,
                                     ends BLOB NOT NULL, spaces BLOB NOT NULL);
 -- compact int8 copies of runs of shards; blobs int64 little-endian: the shard ids in order, their row counts
-CREATE TABLE IF NOT EXISTS compact (id INTEGER PRIMARY KEY, codes TEXT UNIQUE NOT NULL, meta TEXT UNIQUE NOT NULL,
-                                    rows INTEGER NOT NULL, shards BLOB NOT NULL, counts BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS compact (id INTEGER PRIMARY KEY, codes TEXT UNIQUE NOT NULL, residual TEXT UNIQUE NOT NULL,
+                                    meta TEXT UNIQUE NOT NULL, rows INTEGER NOT NULL, shards BLOB NOT NULL,
+                                    counts BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS row_left AFTER UPDATE OF shard, row, status ON videos
     WHEN OLD.shard IS NOT NULL AND (NEW.shard IS NOT OLD.shard OR NEW.row IS NOT OLD.row OR NEW.status != 'ok')
     BEGIN INSERT OR IGNORE INTO dead VALUES (OLD.shard, OLD.row); END;
@@ -166,7 +168,8 @@ class Index:
 
     def _clean_orphans(self) -> None:
         known = {r[0] for r in self.db.execute("SELECT file FROM shards UNION ALL SELECT file FROM windows "
-                                                "UNION ALL SELECT codes FROM compact UNION ALL SELECT meta FROM compact")}
+                                                "UNION ALL SELECT codes FROM compact UNION ALL SELECT residual FROM compact "
+                                                "UNION ALL SELECT meta FROM compact")}
         removed = 0
         for folder in (SHARDS, WINDOWS, COMPACT):
             gone = [p for p in (self.path / folder).iterdir() if f"{folder}/{p.name}" not in known]
@@ -262,20 +265,22 @@ class Index:
             IndexCorruptError: A file is unreadable or disagrees with the manifest.
         """
         out = []
-        for codes, meta, rows, shards, counts in self.db.execute(
-                "SELECT codes, meta, rows, shards, counts FROM compact ORDER BY id"):
+        for codes, residual, meta, rows, shards, counts in self.db.execute(
+                "SELECT codes, residual, meta, rows, shards, counts FROM compact ORDER BY id"):
             try:
                 c = np.load(self.path / codes, mmap_mode="r", allow_pickle=False)
+                r = np.load(self.path / residual, mmap_mode="r", allow_pickle=False)
                 m = np.load(self.path / meta, mmap_mode="r", allow_pickle=False)
             except FileNotFoundError:
                 return []  # a writer merged it away since this read began: search the shards themselves
             except (OSError, ValueError) as err:
                 raise IndexCorruptError(f"{self.path / codes} | unreadable ({err}) | expected the compact copy the manifest lists") from None
             keys, ns = np.frombuffer(shards, "<i8"), np.frombuffer(counts, "<i8")
-            if c.shape != (rows * self.dim,) or c.dtype != np.int8 or m.shape != (rows, 3) or len(keys) != len(ns) or ns.sum() != rows:
-                raise IndexCorruptError(f"{self.path / codes} | {c.dtype} {list(c.shape)}, meta {list(m.shape)} | expected "
-                                        f"int8 [{rows * self.dim}] and float32 [{rows}, 3]")
-            out.append(Segment(c, m, tuple(int(k) for k in keys), tuple(int(n) for n in ns)))
+            if (c.shape != (rows * self.dim,) or c.dtype != np.int8 or r.shape != (rows, self.dim) or r.dtype != np.int8
+                    or m.shape != (rows, 5) or len(keys) != len(ns) or ns.sum() != rows):
+                raise IndexCorruptError(f"{self.path / codes} | {c.dtype} {list(c.shape)}, residual {list(r.shape)}, meta "
+                                        f"{list(m.shape)} | expected int8 [{rows * self.dim}], [{rows}, {self.dim}], float32 [{rows}, 5]")
+            out.append(Segment(c, r, m, tuple(int(k) for k in keys), tuple(int(n) for n in ns)))
         return out
 
     def compact(self) -> tuple[int, int]:
@@ -304,25 +309,27 @@ class Index:
         shards = [Shard(self._load(files[k][0], files[k][1]), np.zeros(files[k][1], np.int64), k) for k in keys]
         n = sum(len(s.ids) for s in shards)
         next_id = (self.db.execute("SELECT MAX(id) FROM compact").fetchone()[0] or 0) + 1
-        rel = {"codes": f"{COMPACT}/{next_id:06d}.i8.npy", "meta": f"{COMPACT}/{next_id:06d}.meta.npy"}
+        rel = {name: f"{COMPACT}/{next_id:06d}.{name}.npy" for name in ("i8", "r8", "meta")}
         tmp = {name: (self.path / r).with_name(f".{Path(r).name}.tmp-{os.getpid()}") for name, r in rel.items()}
-        codes = np.lib.format.open_memmap(tmp["codes"], mode="w+", dtype=np.int8, shape=(n * self.dim,))
-        meta = np.lib.format.open_memmap(tmp["meta"], mode="w+", dtype=np.float32, shape=(n, 3))
-        fill(shards, codes, meta)
-        for name, arr in (("codes", codes), ("meta", meta)):
+        arrays = {"i8": np.lib.format.open_memmap(tmp["i8"], mode="w+", dtype=np.int8, shape=(n * self.dim,)),
+                  "r8": np.lib.format.open_memmap(tmp["r8"], mode="w+", dtype=np.int8, shape=(n, self.dim)),
+                  "meta": np.lib.format.open_memmap(tmp["meta"], mode="w+", dtype=np.float32, shape=(n, 5))}
+        fill(shards, arrays["i8"], arrays["r8"], arrays["meta"])
+        for name, arr in arrays.items():
             arr.flush()
             with open(tmp[name], "rb+") as f:
                 os.fsync(f.fileno())
-        del codes, meta
+        del arrays, arr
         crash_point("compact-written")
         for name in rel:
             os.replace(tmp[name], self.path / rel[name])
         fsync_dir(self.path / COMPACT)
-        old = [r for sid in replace for r in self.db.execute("SELECT codes, meta FROM compact WHERE id = ?", (sid,)).fetchone()]
+        old = [r for sid in replace
+               for r in self.db.execute("SELECT codes, residual, meta FROM compact WHERE id = ?", (sid,)).fetchone()]
         with self.db:
             self.db.executemany("DELETE FROM compact WHERE id = ?", [(sid,) for sid in replace])
-            self.db.execute("INSERT INTO compact VALUES (?, ?, ?, ?, ?, ?)", (
-                next_id, rel["codes"], rel["meta"], n, np.asarray(keys, "<i8").tobytes(),
+            self.db.execute("INSERT INTO compact VALUES (?, ?, ?, ?, ?, ?, ?)", (
+                next_id, rel["i8"], rel["r8"], rel["meta"], n, np.asarray(keys, "<i8").tobytes(),
                 np.asarray([len(s.ids) for s in shards], "<i8").tobytes()))
         for file in old:
             (self.path / file).unlink(missing_ok=True)

@@ -206,7 +206,7 @@ def test_index_segments_merge_and_answer_as_the_full_scan(tmp_path: Path) -> Non
         written, segments = ix.compact()
         assert (written, segments) == (2810, 1)  # 1400 >= 110 / 2, then 1510 >= 1300 / 2: one segment, written once
         files = sorted(p.name for p in (tmp_path / "ix" / "compact").iterdir())
-        assert files == ["000003.i8.npy", "000003.meta.npy"]
+        assert files == ["000003.i8.npy", "000003.meta.npy", "000003.r8.npy"]
         counts = ix.counts()
         assert counts["compact_shards"] == counts["shards"] == 5 and counts["segments"] == 1
         shards, segments = list(ix.shards()), ix.segments()
@@ -242,7 +242,7 @@ def test_a_crash_while_writing_the_copy_leaves_the_index_as_it_was(tmp_path: Pat
     assert proc.returncode == -9
     assert any(p.name.startswith(".") for p in (tmp_path / "ix" / "compact").iterdir())  # the temporary files
     with Index.open(tmp_path / "ix", writer=True) as ix:
-        assert ix.messages[-1] == "removed 2 file(s) left by an interrupted run"
+        assert ix.messages[-1] == "removed 3 file(s) left by an interrupted run"
         assert ix.segments() == []
         assert ix.compact() == (40, 1)
-    assert sorted(os.listdir(tmp_path / "ix" / "compact")) == ["000001.i8.npy", "000001.meta.npy"]
+    assert sorted(os.listdir(tmp_path / "ix" / "compact")) == ["000001.i8.npy", "000001.meta.npy", "000001.r8.npy"]
