@@ -65,11 +65,15 @@ def ray_cluster(address: str | None, actors: int | None) -> Cluster | None:
 
     Raises:
         typer.Exit: ``--ray-actors`` without ``--ray``. InputError: A malformed address.
+        BackendUnavailableError: Ray is not installed (said now, before any work).
     """
     if address is None:
         if actors is not None:
             raise fail(f"--ray-actors | {actors} without --ray | expected --ray ADDRESS as well (e.g. --ray local)")
         return None
     from jemc_infer.cluster import Cluster
+    from jemc_infer.cluster.runtime import import_ray
 
-    return Cluster(address=address, actors=actors)
+    cluster = Cluster(address=address, actors=actors)
+    import_ray()
+    return cluster
