@@ -36,9 +36,9 @@ from jemc_infer.video.pipeline import FeatureEncoder, VideoResult, pool_events
 from jemc_infer.video.pool import decode_file
 from jemc_infer.video.sampling import Sampling
 
-# Seconds a decode task may take beyond the decode time limit before the driver stops it: the
+# Seconds a decode task may run beyond the decode time limit before the driver stops it: the
 # task's own clock (decode_file) cannot stop a decoder stuck inside one call (a hung mount).
-_STUCK_GRACE = 30.0
+_STUCK_GRACE = 5.0
 _CALLS_PER_ACTOR = 2  # encode calls queued on an actor: one running, one ready to start
 _MAX_TRIES = 3  # a video whose worker died this many times is recorded as failed
 
@@ -81,6 +81,7 @@ class _Flight:
     job: Job
     decode: Any  # ObjectRef of its decode task
     since: float  # when the decode task was submitted
+    decoded: bool = False  # its decode task has finished (its events, or its failure, are in the object store)
     encode: Any = None  # ObjectRef of its encode call, once decoded
     actor: int = -1
     tries: int = 1
@@ -154,17 +155,22 @@ class _Driver:
         done: set[str] = set()  # the one writer takes one result per video, whatever Ray retried
         try:
             while pending or flying:
-                while pending and sum(f.encode is None for f in flying) < self.slots + len(self.actors):
-                    flying.append(self._decode(pending.popleft()))
+                # as many decodes running as there are free CPUs (so a task starts when submitted
+                # and the watchdog's clock is its own), and decoded videos queued for the actors
+                decoding = [f for f in flying if not f.decoded]
+                queued = sum(f.decoded and f.encode is None for f in flying)
+                while pending and len(decoding) < self.slots and queued < len(self.actors):
+                    decoding.append(self._decode(pending.popleft()))
+                    flying.append(decoding[-1])
+                for f in self._ready([f.decode for f in decoding], {f.decode: f for f in decoding}, block=False):
+                    f.decoded = True
                 for f in flying:
-                    if f.encode is None and min(self.load) < _CALLS_PER_ACTOR and self._ready(f.decode):
+                    if f.decoded and f.encode is None and min(self.load) < _CALLS_PER_ACTOR:
                         self._encode(f)
-                refs = [f.encode for f in flying if f.encode is not None]
-                ready = set(self.ray.wait(refs, num_returns=1, timeout=0.2, fetch_local=False)[0]) if refs else set()
-                if not refs:
-                    time.sleep(0.05)
-                for f in list(flying):
-                    result = self._outcome(f, ready)
+                encoding = {f.encode: f for f in flying if f.encode is not None}
+                ready = self._ready([f.encode for f in encoding.values()], encoding, block=True)
+                for f in [*ready, *(f for f in flying if not f.decoded)]:
+                    result = self._outcome(f)
                     if result is None:
                         continue
                     flying.remove(f)
@@ -184,24 +190,31 @@ class _Driver:
         o = self.options
         return _Flight(job, self.decode_task.remote(str(job.path), o.sampling, tuple(o.streams), o.time_limit), time.monotonic())
 
-    def _ready(self, ref: Any) -> bool:
-        return bool(self.ray.wait([ref], timeout=0, fetch_local=False)[0])
+    def _ready(self, refs: list, owners: dict[Any, _Flight], block: bool) -> list[_Flight]:
+        """The flights whose ``refs`` are ready (waiting up to 0.2 s for a first one if ``block``)."""
+        if not refs:
+            if block:
+                time.sleep(0.05)
+            return []
+        if block:
+            self.ray.wait(refs, num_returns=1, timeout=0.2, fetch_local=False)
+        ready = self.ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)[0]
+        return [owners[r] for r in ready]
 
     def _encode(self, f: _Flight) -> None:
         f.actor = min(range(len(self.load)), key=self.load.__getitem__)
         self.load[f.actor] += 1
         f.encode = self.actors[f.actor].encode.remote(str(f.job.path), f.decode)
 
-    def _outcome(self, f: _Flight, ready: set) -> VideoResult | None:
-        """The video's result once there is one (a failure with its reason included), else None
-        (still running, or sent again after its worker died)."""
-        if f.encode is None:
-            if time.monotonic() - f.since > self.options.time_limit + _STUCK_GRACE and not self._ready(f.decode):
-                self.ray.cancel(f.decode, force=True)
-                return VideoResult(0, str(f.job.path), reason=f"timed out: no progress for {self.options.time_limit:g} s (stopped)")
-            return None
-        if f.encode not in ready and not self._ready(f.encode):
-            return None
+    def _outcome(self, f: _Flight) -> VideoResult | None:
+        """The result of a video whose encode call is ready (a failure with its reason included),
+        or of a decode stuck past the time limit (stopped); None if it goes on (sent again after
+        its worker died, or still decoding)."""
+        if not f.decoded:
+            if time.monotonic() - f.since <= self.options.time_limit + _STUCK_GRACE:
+                return None
+            self.ray.cancel(f.decode, force=True)
+            return VideoResult(0, str(f.job.path), reason=f"timed out: no result for {self.options.time_limit:g} s (stopped)")
         self.load[f.actor] -= 1
         try:
             return self.ray.get(f.encode)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.collection_child import TableSink
-from support.corpus import write_video
+from support.corpus import make_fifo, write_video
 from support.stub_encoder import Stub
 
 from jemc_infer.cluster import Cluster
@@ -66,3 +66,17 @@ def test_a_worker_killed_mid_run_loses_and_doubles_nothing(ray_cluster, videos: 
     assert summary.done == 6 and len(summary.failed) == 1
     assert len(_results(store)) == 6
     assert store.db.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM videos").fetchone() == (7, 7)
+
+
+def test_a_hung_file_is_stopped_and_recorded_and_the_rest_go_on(ray_cluster, videos: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import jemc_infer.cluster.collection as on_ray
+
+    monkeypatch.setattr(on_ray, "_STUCK_GRACE", 1.0)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    hung = make_fifo(folder / "stalled.mp4")  # opening it blocks: nobody ever writes
+    files = [hung, videos / "v0.mp4", videos / "v1.mp4"]
+    store = _store(tmp_path / "ray")
+    summary, _ = run_collection_ray(files, store, TableSink(store), Stub, Cluster(actors=1), Options(time_limit=2.0))
+    assert summary.done == 2 and summary.failed == {"../videos/stalled.mp4": "timed out: no result for 2 s (stopped)"}
