@@ -6,8 +6,9 @@ or, for shards that are not files (arrays in memory), copied to it once — and 
 ``search()`` for its part: its exact top k, ties by the lower id, dead rows skipped. The driver
 merges the parts in the same order (score descending, then id ascending). Every global top-k row
 is in its part's top k, and every shard is scored by the same BLAS calls as in a local search
-(a shard is never split), so the result is the local ``search()``'s: the same ids and the same
-scores, bit for bit.
+(a shard is never split, and the actors' BLAS uses this process's thread count), so the result is
+the local ``search()``'s: the same ids and the same scores, bit for bit (on nodes with the same
+BLAS and CPU kind; elsewhere a score may differ in its last bits).
 
 Per query, what crosses the network: the query vectors to every actor (nq × D × 4 bytes) and k
 (score, id) pairs per query back from each. The rows never move after loading.
@@ -16,6 +17,7 @@ Per query, what crosses the network: the query vectors to every actor (nq × D �
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -86,7 +88,7 @@ class ShardedSearch:
             n = actor_count(cluster, cpus, gpus)
             gpu = device == "cuda"
             cls = self.ray.remote(num_cpus=0 if gpu else min(1.0, cpus / (2 * n)), num_gpus=1 if gpu else 0,
-                                  scheduling_strategy="SPREAD", runtime_env=cluster.runtime_env or None)(ShardActor)
+                                  scheduling_strategy="SPREAD", runtime_env=_same_blas_threads(cluster.runtime_env))(ShardActor)
             self.actors = [cls.remote(device) for _ in range(n)]
         except BaseException:
             self._shutdown()
@@ -173,6 +175,20 @@ def merge(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int, live: int, nq:
     pad = out_ids < 0
     out_scores[pad], out_ids[pad] = -np.inf, -1
     return out_scores, out_ids
+
+
+def _same_blas_threads(runtime_env: dict) -> dict:
+    """``runtime_env`` with the actors' BLAS threads set to this process's.
+
+    Ray sets OMP_NUM_THREADS to a worker's CPUs (1 for these actors), and OpenBLAS sums a
+    matrix-matrix product (many queries) in another order with another thread count: the scores
+    would differ from a local search's in their last bits, and a near-tie could swap. With the
+    same count (and the same BLAS and CPU kind) they are equal bit for bit. A runtime_env that
+    sets these variables itself keeps its own.
+    """
+    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count() or 1)
+    blas = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), threads)
+    return {**runtime_env, "env_vars": {**blas, **runtime_env.get("env_vars", {})}}
 
 
 def _file_of(rows: np.ndarray) -> str | None:
