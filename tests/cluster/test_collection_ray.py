@@ -80,3 +80,25 @@ def test_a_hung_file_is_stopped_and_recorded_and_the_rest_go_on(ray_cluster, vid
     store = _store(tmp_path / "ray")
     summary, _ = run_collection_ray(files, store, TableSink(store), Stub, Cluster(actors=1), Options(time_limit=2.0))
     assert summary.done == 2 and summary.failed == {"../videos/stalled.mp4": "timed out: no result for 2 s (stopped)"}
+
+
+@pytest.mark.slow  # two drivers that each start their own Ray cluster: ~30 s
+def test_a_driver_killed_after_a_commit_loses_and_doubles_nothing(videos: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from support import child_env
+
+    db = tmp_path / "jobs.sqlite"
+    cmd = [sys.executable, "-m", "support.ray_child", str(videos), str(db)]
+    first = subprocess.run(cmd, env=child_env(JEMC_CRASH_AT="committed:1"), capture_output=True, text=True, timeout=300)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+    store = JobStore(sqlite3.connect(db), tmp_path)
+    assert len(_results(store)) == 2  # the first shard of two videos was committed before the kill
+    second = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    done, skipped, failed = map(int, second.stdout.split())
+    assert done == 4 and done + skipped + failed == 7  # the rest embedded; the two committed (and broken.mp4, if recorded) skipped
+    assert len(_results(store)) == 6
+    assert store.db.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM videos").fetchone() == (7, 7)
