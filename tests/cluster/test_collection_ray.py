@@ -82,7 +82,7 @@ def test_a_hung_file_is_stopped_and_recorded_and_the_rest_go_on(ray_cluster, vid
     assert summary.done == 2 and summary.failed == {"../videos/stalled.mp4": "timed out: no result for 2 s (stopped)"}
 
 
-@pytest.mark.slow  # two drivers that each start their own Ray cluster: ~30 s
+@pytest.mark.slow  # two drivers that each start their own Ray cluster: ~20 s here, kept out of the default run
 def test_a_driver_killed_after_a_commit_loses_and_doubles_nothing(videos: Path, tmp_path: Path) -> None:
     import signal
     import subprocess
