@@ -212,7 +212,7 @@ def embed(
                 summary.run, ran = run_collection_ray(found.files, index.jobs, sink, BackboneSpec(bundle.path.resolve(), backend, device),
                                                       cluster, run_options, on_event, redo=redo)
                 summary.engines = ran.notes + summary.engines
-                summary.messages.append(f"ray: {ran.actors} backbone actors, {ran.decode_slots} decoding tasks at a time")
+                summary.messages.append(f"ray: {ran.actors} backbone actor(s), {ran.decode_slots} decoding task(s) at a time")
     finally:
         for e in engines.values():
             e.close()

@@ -32,6 +32,7 @@ from jemc_infer.cluster.runtime import Cluster, actor_count, connected, resource
 from jemc_infer.collection.faults import crash_point
 from jemc_infer.collection.jobs import Job, JobStore
 from jemc_infer.collection.run import Committed, Event, Options, Planned, RunSummary, Sink, VideoDone
+from jemc_infer.errors import JemcError
 from jemc_infer.video.pipeline import FeatureEncoder, VideoResult, pool_events
 from jemc_infer.video.pool import decode_file
 from jemc_infer.video.sampling import Sampling
@@ -147,7 +148,14 @@ class _Driver:
         self.load = [0] * n
         self.slots = info.decode_slots
         # every actor opens its encoder before any video is sent: a bad model fails here, once
-        notes = ray.get([a.start.remote() for a in self.actors])
+        try:
+            notes = ray.get([a.start.remote() for a in self.actors])
+        except ray.exceptions.RayTaskError as err:
+            for a in self.actors:
+                ray.kill(a)
+            if isinstance(err.cause, JemcError):  # the user's error (model, backend), as one line
+                raise err.cause from None
+            raise
         info.notes = [f"{line} (each of {n} Ray actors)" for line in notes[0]]
 
     def run(self, todo: list[Job], store: JobStore, sink: Sink, emit: Callable[[Event], None], summary: RunSummary) -> None:

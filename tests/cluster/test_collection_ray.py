@@ -102,3 +102,14 @@ def test_a_driver_killed_after_a_commit_loses_and_doubles_nothing(videos: Path, 
     assert done == 4 and done + skipped + failed == 7  # the rest embedded; the two committed (and broken.mp4, if recorded) skipped
     assert len(_results(store)) == 6
     assert store.db.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM videos").fetchone() == (7, 7)
+
+
+def test_a_model_the_actors_cannot_open_is_the_users_one_line_error(ray_cluster, videos: Path, tmp_path: Path) -> None:
+    from jemc_infer.embed import BackboneSpec
+    from jemc_infer.errors import JemcError
+
+    store = _store(tmp_path / "ray")
+    with pytest.raises(JemcError) as info:
+        run_collection_ray([videos / "v0.mp4"], store, TableSink(store), BackboneSpec(tmp_path / "no-model"), Cluster(actors=1))
+    assert "no-model" in str(info.value) and "Traceback" not in str(info.value) and len(str(info.value).splitlines()) == 1
+    assert store.records() == {}  # nothing was recorded

@@ -49,7 +49,7 @@ def embedded(ray_cluster, runtime_bundle: Path, tmp_path_factory: pytest.TempPat
 def test_embed_on_ray_equals_the_local_embed_row_for_row(embedded: tuple[Path, dict, dict], runtime_bundle: Path) -> None:
     root, a, b = embedded
     assert b["embedded"] == a["embedded"] == 4 and list(b["failed"].values()) == list(a["failed"].values())
-    assert "ray: 2 backbone actors, 1 decoding tasks at a time" in b["messages"]
+    assert "ray: 2 backbone actor(s), 1 decoding task(s) at a time" in b["messages"]
     want, got = _rows(root / "local"), _rows(root / "ray")
     assert sorted(got) == sorted(want) == ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4"]
     for name, (row, wins) in want.items():
