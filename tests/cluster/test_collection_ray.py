@@ -68,6 +68,7 @@ def test_a_worker_killed_mid_run_loses_and_doubles_nothing(ray_cluster, videos: 
     assert store.db.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM videos").fetchone() == (7, 7)
 
 
+@pytest.mark.slow  # waits out a time limit; keeps the default run's Ray tests near 50 s
 def test_a_hung_file_is_stopped_and_recorded_and_the_rest_go_on(ray_cluster, videos: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import jemc_infer.cluster.collection as on_ray
