@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,12 +35,16 @@ from jemc_infer.specs import SOUNDNET_MIN_EXPORT_SAMPLES
 from jemc_infer.video.pipeline import VideoResult, Windows, extract_features
 from jemc_infer.video.sampling import Sampling, i3d_input, resnet_input
 
+if TYPE_CHECKING:
+    from jemc_infer.cluster import Cluster
+
 
 class EngineEncoder:
     """The pipeline's ``FeatureEncoder`` over backbone engines (numpy normalisation, as exported)."""
 
-    def __init__(self, engines: dict[str, Engine]) -> None:
+    def __init__(self, engines: dict[str, Engine], why: Sequence[str] = ()) -> None:
         self.engines = engines
+        self.why = list(why)  # which backend runs each graph, and why
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         return self.engines["resnet"].run({"frames": resnet_input(frames)})["features"]
@@ -52,6 +56,22 @@ class EngineEncoder:
         if len(wave) < SOUNDNET_MIN_EXPORT_SAMPLES:  # too short for the exported graph: repeat it
             wave = np.resize(wave, SOUNDNET_MIN_EXPORT_SAMPLES)
         return self.engines["audio"].run({"wave": np.ascontiguousarray(wave[None], np.float32)})["features"][0]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The backbones of ``embed`` as a worker opens them itself: picklable, sent to Ray actors
+    (``--ray``), which call it once. The bundle must be at ``model`` on every worker's machine."""
+
+    model: Path
+    backend: str = "auto"
+    device: str = "auto"
+
+    def __call__(self) -> EngineEncoder:
+        """Raises: BundleError, BackendUnavailableError, InputError (as :func:`open_engines`)."""
+        bundle = read_bundle(self.model)
+        engines, why = open_engines(bundle, self.backend, self.device, graphs=tuple(bundle.config.features))
+        return EngineEncoder(engines, why)
 
 
 class IndexSink:
@@ -132,6 +152,7 @@ def embed(
     prune: bool = False,
     on_event: Callable[[Event], None] | None = None,
     moments: bool | None = None,
+    cluster: Cluster | None = None,
 ) -> EmbedSummary:
     """Embed every video under ``inputs`` into the index at ``index_dir``.
 
@@ -152,6 +173,9 @@ def embed(
             a new index, as it was for an existing one. True on an index made without them turns
             them on and re-embeds its videos (those under ``inputs``; the others keep no moment
             until embedded again). False on an index with moments is refused.
+        cluster: Run on Ray (``jemc_infer.cluster``): decoding in CPU tasks, the backbones in
+            actors that open the bundle at ``model`` themselves; the video heads and the index
+            stay here, in the one writer. None: in this process.
 
     Raises:
         InputError: Bad model or index (another model, another writer, ``moments=False`` on an
@@ -166,7 +190,8 @@ def embed(
     found = scan(inputs, extensions)
     streams = tuple(bundle.config.features)
     summary = EmbedSummary(RunSummary(), problems=found.problems)
-    engines, summary.engines = open_engines(bundle, backend, device)
+    # on Ray the backbones open on the actors: here only the heads, which the one writer runs
+    engines, summary.engines = open_engines(bundle, backend, device, graphs=("video",) if cluster else None)
     try:
         index_dir.mkdir(parents=True, exist_ok=True)
         with Index.open(index_dir, index_settings(bundle, options.sampling, dtype), writer=True) as index:
@@ -176,9 +201,18 @@ def embed(
                 summary.pruned = index.prune([p for p in index.videos() if not (index_dir / p).exists()])
             summary.messages.extend(_settle_moments(index, moments))
             sink = IndexSink(index, bundle, engines["video"], flush_every, options.frame_batch)
-            summary.run = run_collection(found.files, index.jobs, sink, lambda: EngineEncoder(engines),
-                                         replace(options, streams=streams, keep_windows=index.has_moments), on_event,
-                                         redo=index.without_moments() if index.has_moments else ())
+            run_options = replace(options, streams=streams, keep_windows=index.has_moments)
+            redo = index.without_moments() if index.has_moments else ()
+            if cluster is None:
+                summary.run = run_collection(found.files, index.jobs, sink, lambda: EngineEncoder(engines), run_options,
+                                             on_event, redo=redo)
+            else:
+                from jemc_infer.cluster.collection import run_collection_ray
+
+                summary.run, ran = run_collection_ray(found.files, index.jobs, sink, BackboneSpec(bundle.path.resolve(), backend, device),
+                                                      cluster, run_options, on_event, redo=redo)
+                summary.engines = ran.notes + summary.engines
+                summary.messages.append(f"ray: {ran.actors} backbone actor(s), {ran.decode_slots} decoding task(s) at a time")
             index.compact()  # the int8 copy search scans first (jemc_infer.index.compact)
     finally:
         for e in engines.values():
@@ -226,9 +260,11 @@ def embed_video(path: Path, bundle: Bundle, sampling: Sampling, engines: dict[st
     return pooled_rows(bundle.config, engines["video"], [result.features], batch_size)[0]
 
 
-def open_engines(bundle: Bundle, backend: str = "auto", device: str = "auto") -> tuple[dict[str, Engine], list[str]]:
+def open_engines(bundle: Bundle, backend: str = "auto", device: str = "auto",
+                 graphs: Sequence[str] | None = None) -> tuple[dict[str, Engine], list[str]]:
     """The engines ``embed`` runs: each backbone by its feature's name, and the heads as ``video``;
     and why each backend was chosen. The caller closes them (on error they are closed here).
+    ``graphs``: only these (None: all of them).
 
     Raises:
         BackendUnavailableError: No engine can run a graph.
@@ -237,7 +273,7 @@ def open_engines(bundle: Bundle, backend: str = "auto", device: str = "auto") ->
     engines: dict[str, Engine] = {}
     whys = []
     try:
-        for graph in [*bundle.config.features, "video"]:
+        for graph in graphs if graphs is not None else [*bundle.config.features, "video"]:
             engines[graph], why = open_engine(bundle.path, graph, backend=backend, device=device)
             whys.append(why)
         _check_widths(bundle, engines)
@@ -275,7 +311,7 @@ def model_for_index(model: Path | None, index_dir: Path) -> Path:
 
 def _check_widths(bundle: Bundle, engines: dict[str, Engine]) -> None:
     """The backbones must feed the heads the widths they were trained on."""
-    for stream in bundle.config.features:
+    for stream in [f for f in bundle.config.features if f in engines]:
         out = engines[stream].spec.outputs[0].shape[-1]
         if out != bundle.config.feature_dims[stream]:
             raise InputError(f"{bundle.path} | {stream} backbone gives {out}-d features | expected "

@@ -93,6 +93,7 @@ INSTALL: dict[str, str] = {
     "faiss": "pip install 'jemc-infer[bench]'",
     "fastapi": "pip install 'jemc-infer[serve]'",
     "uvicorn": "pip install 'jemc-infer[serve]'",
+    "ray": "pip install 'jemc-infer[ray]'",
 }
 
 

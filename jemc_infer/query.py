@@ -12,9 +12,12 @@ row is the question ("more like this").
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,8 +25,15 @@ from jemc_infer.bundle import Bundle, read_bundle
 from jemc_infer.engines import Engine, open_engine
 from jemc_infer.errors import InputError, ModelMismatchError, SettingError
 from jemc_infer.index.search import search
+from jemc_infer.index.source import ShardSource
 from jemc_infer.index.store import Index
 from jemc_infer.index.windows import best_window
+
+if TYPE_CHECKING:
+    from jemc_infer.cluster import Cluster
+
+# search(source, queries, k) -> (scores, ids), as jemc_infer.index.search.search answers it
+Searcher = Callable[[ShardSource, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 MODEL_ENV = "JEMC_MODEL"
 DEMO_MODEL = Path("demo/models/jemc")  # what `jemc-infer demo` (make demo) deploys
@@ -113,8 +123,11 @@ def encode_queries(bundle: Bundle, engine: Engine, texts: list[str], weights: di
 
 
 def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = None, space_weights: str | None = None,
-          backend: str = "auto", device: str = "auto") -> tuple[list[list[Hit]], list[str]]:
+          backend: str = "auto", device: str = "auto", cluster: Cluster | None = None) -> tuple[list[list[Hit]], list[str]]:
     """Search an index with sentences.
+
+    ``cluster``: search on Ray, the index's shards split across actors (``jemc_infer.cluster.search``:
+    the same hits as here). The text encoder runs here either way.
 
     Returns:
         One list of hits per text (best first), and warnings for the user.
@@ -133,12 +146,26 @@ def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = N
         engine, why = open_engine(bundle.path, "text", backend=backend, device=device)
         with engine:
             queries, warnings = encode_queries(bundle, engine, texts, parse_space_weights(space_weights, bundle))
-        hits = rank(index, queries, k, device="cuda" if device == "cuda" else "cpu")
+        with sharded(cluster, device) as searcher:
+            hits = rank(index, queries, k, device="cuda" if device == "cuda" else "cpu", searcher=searcher)
         warnings += moment_warnings(index)
     return hits, warnings
 
 
-def rank(index: Index, queries: np.ndarray, k: int, exclude: int | None = None, device: str = "cpu") -> list[list[Hit]]:
+@contextlib.contextmanager
+def sharded(cluster: Cluster | None, device: str = "cpu") -> Iterator[Searcher | None]:
+    """A :data:`Searcher` on Ray actors for the duration (None without a cluster: search here)."""
+    if cluster is None:
+        yield None
+        return
+    from jemc_infer.cluster.search import ShardedSearch  # Ray only when asked for
+
+    with ShardedSearch(cluster, device="cuda" if device == "cuda" else "cpu") as on_ray:
+        yield lambda source, queries, k: on_ray.search(queries, k, source=source)
+
+
+def rank(index: Index, queries: np.ndarray, k: int, exclude: int | None = None, device: str = "cpu",
+         searcher: Searcher | None = None) -> list[list[Hit]]:
     """The top ``k`` videos for each fused query float32 [nq, D], with their best moments.
 
     Args:
@@ -147,11 +174,15 @@ def rank(index: Index, queries: np.ndarray, k: int, exclude: int | None = None, 
         k: Hits per query (>= 1).
         exclude: A video id never to return (the question's own video).
         device: Where the search runs: ``"cpu"`` or ``"cuda"`` (the fused top-k kernel).
+        searcher: Another search with the same answers (:func:`sharded`: on Ray); None: ``search`` here.
 
     Returns:
         One list of hits per query, best first; ``moment`` set where the index keeps the video's windows.
     """
-    scores, ids = search(index, queries, k + (exclude is not None), device=device)
+    if searcher is None:
+        scores, ids = search(index, queries, k + (exclude is not None), device=device)
+    else:
+        scores, ids = searcher(index, queries, k + (exclude is not None))
     info = index.describe(ids)
     windows = index.windows(ids) if index.has_moments else {}
     hits = []
@@ -172,7 +203,7 @@ def moment_warnings(index: Index) -> list[str]:
 
 def query_like(index_dir: Path, video: str | int | Path, k: int = 10, model: Path | None = None,
                space_weights: str | None = None, backend: str = "auto", device: str = "auto",
-               exclude_self: bool = False) -> tuple[list[Hit], list[str]]:
+               exclude_self: bool = False, cluster: Cluster | None = None) -> tuple[list[Hit], list[str]]:
     """Search an index with a video: its own pooled row is the question ("more like this").
 
     Args:
@@ -185,6 +216,7 @@ def query_like(index_dir: Path, video: str | int | Path, k: int = 10, model: Pat
         space_weights: Fusion weights, as for :func:`query` (each space's part of the row is scaled).
         backend, device: Engine choice for a file that must be embedded.
         exclude_self: Leave the video itself out of the hits (when it is indexed).
+        cluster: Search on Ray (as for :func:`query`).
 
     Returns:
         The hits, best first (the video itself first, with score ≈ Σ_s w_s, unless excluded), and
@@ -201,8 +233,9 @@ def query_like(index_dir: Path, video: str | int | Path, k: int = 10, model: Pat
     with Index.open(index_dir) as index:
         bundle = _bundle_for(index, model)
         question, vid = like_question(index, bundle, video, parse_space_weights(space_weights, bundle), backend, device)
-        (hits,) = rank(index, question[None], k, exclude=vid if exclude_self else None,
-                       device="cuda" if device == "cuda" else "cpu")
+        with sharded(cluster, device) as searcher:
+            (hits,) = rank(index, question[None], k, exclude=vid if exclude_self else None,
+                           device="cuda" if device == "cuda" else "cpu", searcher=searcher)
         return hits, moment_warnings(index)
 
 

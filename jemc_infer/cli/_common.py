@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from jemc_infer.errors import JemcError, missing_dependency
+
+if TYPE_CHECKING:
+    from jemc_infer.cluster import Cluster
 
 DEBUG = False  # set by the --debug global option
 
@@ -55,3 +58,22 @@ def echo_err(message: str) -> None:
 def parse_csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
+
+
+def ray_cluster(address: str | None, actors: int | None) -> Cluster | None:
+    """The cluster ``--ray ADDRESS`` and ``--ray-actors N`` name, or None (run here).
+
+    Raises:
+        typer.Exit: ``--ray-actors`` without ``--ray``. InputError: A malformed address.
+        BackendUnavailableError: Ray is not installed (said now, before any work).
+    """
+    if address is None:
+        if actors is not None:
+            raise fail(f"--ray-actors | {actors} without --ray | expected --ray ADDRESS as well (e.g. --ray local)")
+        return None
+    from jemc_infer.cluster import Cluster
+    from jemc_infer.cluster.runtime import import_ray
+
+    cluster = Cluster(address=address, actors=actors)
+    import_ray()
+    return cluster

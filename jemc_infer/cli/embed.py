@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, fail, handle_errors
+from jemc_infer.cli._common import echo_err, fail, handle_errors, ray_cluster
 from jemc_infer.cli._progress import EXIT_SOME_FAILED, Progress, exit_for
 from jemc_infer.collection.scan import VIDEO_EXTENSIONS
 from jemc_infer.errors import SettingsMismatchError
@@ -38,26 +38,35 @@ def embed(
         "--with-moments/--no-moments", help="Keep each frame's and clip's row, so that `query` says where a video matches "
         "(default: on for a new index, as before for an existing one; --with-moments on an index made without them "
         "embeds its videos again).", show_default=False)] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS", help="Run on a Ray cluster: local (start one on this machine for this run), auto (the one "
+        "`ray start` runs here), HOST:PORT or ray://HOST:PORT. Decoding runs in Ray tasks, the backbones in Ray actors; "
+        "the index is written here, by this process. Needs Ray (the jemc-infer extra named ray) and the model at the same path "
+        "on every node.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(min=1, help="With --ray: backbone actors (default: one per GPU, "
+                                                   "else half the cluster's CPUs).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Embed every video under VIDEOS into the index, skipping those already there unchanged.
 
     Safe to interrupt: rerunning continues where it stopped; a broken or hung file is recorded
-    with its reason and the rest are embedded.
+    with its reason and the rest are embedded. With --ray the same holds on a cluster, e.g.
+    jemc-infer embed videos/ --index jemc-index --ray local
     """
     from jemc_infer.collection import Options
     from jemc_infer.embed import embed as run_embed
     from jemc_infer.embed import model_for_index
     from jemc_infer.query import SettingError
 
+    cluster = ray_cluster(ray, ray_actors)
     options = Options(workers=workers, time_limit=time_limit, frame_batch=batch_size, clip_batch=max(1, batch_size // 4))
     skipped = lambda todo, done: f"{done} videos already in the index unchanged: skipped" if done else None  # noqa: E731
     try:
         with Progress("embed", show_bar=not quiet and not as_json, show_failures=not as_json, on_planned=skipped) as progress:
             s = run_embed(videos, index, model_for_index(model, index), backend=backend, device=device, options=options,
                           flush_every=flush_every, dtype=dtype, extensions=[e for e in extensions.split(",") if e], prune=prune,
-                          on_event=progress, moments=moments)
+                          on_event=progress, moments=moments, cluster=cluster)
     except SettingsMismatchError as err:
         raise fail(f"{err} (jemc-infer embed ... --index NEW_DIR)") from None
     except SettingError as err:  # the model was not found: name this command's option

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, fail, handle_errors
+from jemc_infer.cli._common import echo_err, fail, handle_errors, ray_cluster
 from jemc_infer.errors import InputError
 
 app = typer.Typer()
@@ -54,14 +54,24 @@ def query(
     like: Annotated[str | None, typer.Option(help="More like this: rank by a video (a file, or an indexed video's id or path).",
                                              metavar="VIDEO")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per result.")] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS", help="Search on a Ray cluster, the index's shards split across actors (the same hits): "
+        "local (start one here for this query), auto (the one `ray start` runs here), HOST:PORT or ray://HOST:PORT. Every "
+        "node needs the index at the same path.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(min=1, help="With --ray: shard actors (default: one per GPU, else half "
+                                                   "the cluster's CPUs).")] = None,
 ) -> None:
     """Rank the index's videos for TEXT (or each line of --queries, or the video --like):
-    rank, score, duration, the best-matching moment, path."""
+    rank, score, duration, the best-matching moment, path.
+
+    Example: jemc-infer query "a man cooking" --index jemc-index --ray local
+    """
     from jemc_infer.query import ModelMismatchError, SettingError, query_like
     from jemc_infer.query import query as run_query
 
     if like is not None and (text is not None or queries is not None):
         raise fail(f"--like | with {'TEXT' if text is not None else '--queries'} | expected one question: a video (--like) or sentences")
+    cluster = ray_cluster(ray, ray_actors)
     texts = [text] if text is not None else []
     if queries is not None:
         try:
@@ -72,10 +82,10 @@ def query(
         raise fail("query | no text | expected a sentence (jemc-infer query \"a man cooking\"), --queries FILE or --like VIDEO")
     try:
         if like is not None:
-            found, warnings = query_like(index, like, k, model, space_weights, backend, device)
+            found, warnings = query_like(index, like, k, model, space_weights, backend, device, cluster=cluster)
             hits, texts = [found], [like]
         else:
-            hits, warnings = run_query(index, texts, k, model, space_weights, backend, device)
+            hits, warnings = run_query(index, texts, k, model, space_weights, backend, device, cluster=cluster)
     except SettingError as err:  # the same error, naming this command's option
         raise InputError(f"{FLAGS.get(err.setting, err.setting)} | {err.got} | expected {err.expected}") from err
     except ModelMismatchError as err:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from jemc_infer.cli._common import echo_err, fail, handle_errors
+from jemc_infer.cli._common import echo_err, fail, handle_errors, ray_cluster
 
 app = typer.Typer()
 
@@ -41,6 +41,12 @@ def serve(
     max_k: Annotated[int, typer.Option(min=1, help="Most results per text.")] = 100,
     backend: Annotated[str, typer.Option(help="Text engine: auto, tensorrt, onnxruntime or torch.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (cuda: the text encoder and the top-k search on the GPU).")] = "auto",
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS", help="Search on a Ray cluster, the index's shards split across actors (the same hits): "
+        "local (start one here), auto (the one `ray start` runs here), HOST:PORT or ray://HOST:PORT. Every node needs "
+        "the index at the same path.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(min=1, help="With --ray: shard actors (default: one per GPU, else half "
+                                                   "the cluster's CPUs).")] = None,
 ) -> None:
     """Serve the index over HTTP, with a search page at http://HOST:PORT/.
 
@@ -56,11 +62,13 @@ def serve(
     from jemc_infer.serve.app import Limits, create_app
     from jemc_infer.serve.library import Library
 
+    cluster = ray_cluster(ray, ray_actors)
     limits = Limits(max_body_bytes=max_body_bytes, max_text_chars=max_text_chars, max_batch=max_batch, max_k=max_k)
-    library = Library(index, model, roots=root, backend=backend, device=device)
+    library = Library(index, model, roots=root, backend=backend, device=device, cluster=cluster)
     try:
         snap = library.snapshot()
-        echo_err(f"{library.engine_why}; {len(snap.videos)} videos from {index}")
+        echo_err(f"{library.engine_why}; {len(snap.videos)} videos from {index}"
+                 + (f"; searched on Ray ({ray}, {library.ray_actors} shard actors)" if cluster else ""))
         if not is_loopback(host) and not token:
             echo_err(f"warning: serving {host} without a token (--insecure): anyone who can reach it can search and watch")
         shown = f"[{host}]" if ":" in host else host

@@ -73,9 +73,8 @@ def search(
         InputError: ``compact=True`` where a shard has no compact copy.
     """
     dim = source.dim
-    q = _check_queries(queries, dim)
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise InputShapeError(f"k | {k!r} | expected an integer >= 1 (results per query)")
+    q = check_queries(queries, dim)
+    k = check_k(k)
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise InputShapeError(f"chunk_rows | {chunk_rows!r} | expected an integer >= 1, or None for the default")
     if device == "cuda":
@@ -230,7 +229,12 @@ def _widen(half: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    """``queries`` as C-contiguous float32 [nq, dim] (``dim`` 0: any width).
+
+    Raises:
+        InputShapeError: Not a finite float array [nq, dim].
+    """
     arr = np.asarray(queries)
     if arr.ndim != 2 or arr.dtype not in (np.float16, np.float32, np.float64):
         hint = " (one query: pass q[None, :])" if arr.ndim == 1 else ""
@@ -246,6 +250,13 @@ def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
 def _checked(shard: Shard, dim: int) -> Shard:
     _check_shard(shard.rows, shard.ids, dim)
     return shard
+
+
+def check_k(k: object) -> int:
+    """Raises InputShapeError unless ``k`` is an integer >= 1; returns it as an int."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise InputShapeError(f"k | {k!r} | expected an integer >= 1 (results per query)")
+    return int(k)
 
 
 def _check_shard(rows: np.ndarray, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,8 +35,12 @@ from jemc_infer.index.search import search
 from jemc_infer.index.source import InMemory
 from jemc_infer.index.store import MANIFEST, Index
 from jemc_infer.index.windows import best_window
-from jemc_infer.query import Hit, encode_queries, like_question, parse_space_weights, resolve_model
+from jemc_infer.query import Hit, Searcher, encode_queries, like_question, parse_space_weights, resolve_model
 from jemc_infer.serve.thumbnail import frame_jpeg, video_details
+
+if TYPE_CHECKING:
+    from jemc_infer.cluster import Cluster
+    from jemc_infer.cluster.search import ShardedSearch
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,8 @@ class Snapshot:
 class _Batcher:
     """One thread that searches the questions of every waiting request in one pass."""
 
-    def __init__(self, device: str, max_queries: int = 256) -> None:
-        self.device, self.max_queries = device, max_queries
+    def __init__(self, device: str, max_queries: int = 256, searcher: Searcher | None = None) -> None:
+        self.device, self.max_queries, self.searcher = device, max_queries, searcher
         self._inbox: queue.Queue[list | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="jemc-search", daemon=True)
         self._thread.start()
@@ -100,7 +105,11 @@ class _Batcher:
                 rows += len(nxt[1])
             try:
                 # the top k of each is a prefix of the top max-k: the order (score, then id) is total
-                scores, ids = search(job[0], np.concatenate([j[1] for j in batch]), max(j[2] for j in batch), device=self.device)
+                queries, k = np.concatenate([j[1] for j in batch]), max(j[2] for j in batch)
+                if self.searcher is None:
+                    scores, ids = search(job[0], queries, k, device=self.device)
+                else:  # on Ray: the snapshot's shards go to the actors once, when it is new
+                    scores, ids = self.searcher(job[0], queries, k)
                 at = 0
                 for j in batch:
                     j[4] = (scores[at:at + len(j[1]), :j[2]], ids[at:at + len(j[1]), :j[2]])
@@ -130,6 +139,8 @@ class Library:
             video (recomputed as ``embed`` adds videos).
         backend, device: The text engine's choice (:func:`jemc_infer.engines.open_engine`).
         thumbnail_cache: How many thumbnails to keep in memory.
+        cluster: Search on Ray, the index's shards split across actors (``jemc_infer.cluster.search``:
+            the same hits); each new snapshot is handed to the actors once. None: search here.
 
     Raises:
         InputError: No index, no model. ModelMismatchError: the index was made with another model.
@@ -137,7 +148,7 @@ class Library:
     """
 
     def __init__(self, index_dir: Path, model: Path | None = None, roots: list[Path] | None = None, backend: str = "auto",
-                 device: str = "auto", thumbnail_cache: int = 512) -> None:
+                 device: str = "auto", thumbnail_cache: int = 512, cluster: Cluster | None = None) -> None:
         self.index_dir = Path(index_dir)
         with Index.open(self.index_dir) as index:  # validates format and settings
             self.settings = index.settings
@@ -147,7 +158,18 @@ class Library:
         self.engine: Engine
         self.engine, self.engine_why = open_engine(self.bundle.path, "text", backend=backend, device=device)
         self.default_weights = {s.name: s.weight for s in self.bundle.config.spaces}
-        self._batcher = _Batcher("cuda" if device == "cuda" else "cpu")  # cuda: the fused top-k kernel
+        self._sharded: ShardedSearch | None = None
+        searcher: Searcher | None = None
+        if cluster is not None:
+            from jemc_infer.cluster.search import ShardedSearch  # Ray only when asked for
+
+            try:
+                self._sharded = on_ray = ShardedSearch(cluster, device="cuda" if device == "cuda" else "cpu")
+            except BaseException:
+                self.engine.close()
+                raise
+            searcher = lambda source, queries, k: on_ray.search(queries, k, source=source)  # noqa: E731
+        self._batcher = _Batcher("cuda" if device == "cuda" else "cpu", searcher=searcher)  # cuda: the fused top-k kernel
         self._roots = tuple(Path(os.path.realpath(r)) for r in roots) if roots else None
         # one connection for the process: only ever used under self._lock
         self._db = sqlite3.connect(self.index_dir / MANIFEST, timeout=30, check_same_thread=False)
@@ -164,9 +186,16 @@ class Library:
         with self._lock:
             if self._db is not None:
                 self._batcher.close()
+                if self._sharded is not None:
+                    self._sharded.close()
                 self.engine.close()
                 self._db.close()
                 self._db = None  # type: ignore[assignment]
+
+    @property
+    def ray_actors(self) -> int:
+        """How many Ray actors hold the index's shards (0: searched in this process)."""
+        return len(self._sharded.actors) if self._sharded is not None else 0
 
     # -- the index -----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

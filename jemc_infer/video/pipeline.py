@@ -8,7 +8,7 @@ is yielded once all of its samples have been through the encoder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -169,8 +169,27 @@ def extract_features(
     unknown = set(streams) - set(STREAMS)
     if unknown:
         raise InputError(f"streams | {sorted(unknown)} | expected a subset of {STREAMS}")
+    events = decode_many(paths, sampling, workers=workers, time_limit=time_limit, streams=streams)
+    yield from pool_events(events, paths, sampling, encoder, streams, frame_batch, clip_batch, audio_window, keep_windows)
+
+
+def pool_events(
+    events: Iterable[Event],
+    paths: Sequence[Path | str],
+    sampling: Sampling,
+    encoder: FeatureEncoder,
+    streams: Sequence[str] = STREAMS,
+    frame_batch: int = 32,
+    clip_batch: int = 4,
+    audio_window: float = 60.0,
+    keep_windows: bool = False,
+) -> Iterator[VideoResult]:
+    """The second half of :func:`extract_features`: decoded events (``decode_many``, or
+    ``decode_file`` run elsewhere, e.g. in a Ray task) → one :class:`VideoResult` per video, in
+    completion order. ``event.index`` indexes ``paths``; the other arguments are as for
+    :func:`extract_features`."""
     pooler = _Pooler(paths, sampling, encoder, streams, frame_batch, clip_batch, audio_window, keep_windows)
-    for event in decode_many(paths, sampling, workers=workers, time_limit=time_limit, streams=streams):
+    for event in events:
         yield from pooler.on_event(event)
     yield from pooler.finish()
 

@@ -39,6 +39,35 @@ class Event:
     reason: str | None = None  # why it failed (one line)
 
 
+def decode_file(index: int, path: str, sampling: Sampling, streams: Collection[str] = STREAMS,
+                time_limit: float = 600.0) -> Iterator[Event]:
+    """Decode one file in this process: its ``chunk`` events, then one ``done`` or ``failed``.
+
+    Time the consumer holds a chunk (between yields) is not decoding time: only the decoder's own
+    time counts against ``time_limit``. A decoder stuck inside one call (a hung mount) is not
+    stopped here: :func:`decode_many` kills such a worker from outside.
+
+    Args:
+        index: The video's position in the caller's list (``Event.index``).
+        path: The file. sampling, streams, time_limit: as for :func:`decode_many`.
+    """
+    start, waited = time.monotonic(), 0.0
+    try:
+        reader = VideoReader(path, sampling, object_stream="resnet" in streams, activity_stream="i3d" in streams,
+                             audio_stream="audio" in streams)
+        for chunk in reader:
+            t = time.monotonic()
+            yield Event(index, "chunk", chunk=chunk)
+            waited += time.monotonic() - t  # held by the consumer: not decoding time
+            if time.monotonic() - start - waited > time_limit:
+                raise DecodeError(f"timed out: decoding took more than {time_limit:g} s")
+        yield Event(index, "done", info=reader.info, stats=reader.stats)
+    except DecodeError as err:
+        yield Event(index, "failed", reason=str(err))
+    except Exception as err:  # noqa: BLE001 - any bug in one file must not end the run
+        yield Event(index, "failed", reason=f"decoder error: {type(err).__name__}: {err}")
+
+
 def _worker(conn: Connection, sampling: Sampling, streams: tuple[str, ...], time_limit: float) -> None:
     """Worker process: decode the files the parent sends, stream chunks back."""
     while True:
@@ -49,21 +78,13 @@ def _worker(conn: Connection, sampling: Sampling, streams: tuple[str, ...], time
         if task is None:
             return
         index, path = task
-        reader = VideoReader(path, sampling, object_stream="resnet" in streams, activity_stream="i3d" in streams,
-                             audio_stream="audio" in streams)
-        start, waited = time.monotonic(), 0.0
-        try:
-            for chunk in reader:
-                t = time.monotonic()
-                conn.send(("chunk", index, chunk))
-                waited += time.monotonic() - t  # blocked on the parent: not decoding time
-                if time.monotonic() - start - waited > time_limit:
-                    raise DecodeError(f"timed out: decoding took more than {time_limit:g} s")
-            conn.send(("done", index, reader.info, reader.stats))
-        except DecodeError as err:
-            conn.send(("failed", index, str(err)))
-        except Exception as err:  # noqa: BLE001 - any bug in one file must not end the run
-            conn.send(("failed", index, f"decoder error: {type(err).__name__}: {err}"))
+        for event in decode_file(index, path, sampling, streams, time_limit):  # time blocked on the parent excluded
+            if event.kind == "chunk":
+                conn.send(("chunk", index, event.chunk))
+            elif event.kind == "done":
+                conn.send(("done", index, event.info, event.stats))
+            else:
+                conn.send(("failed", index, event.reason))
 
 
 class _Slot:
