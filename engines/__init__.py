@@ -51,7 +51,9 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
         graph: ``text``, ``video``, or a backbone graph: ``resnet``, ``i3d`` or ``audio``.
         backend: ``auto``, ``tensorrt``, ``onnxruntime`` or ``torch``. Defaults to ``auto``.
         device: ``auto``, ``cpu`` or ``cuda``. Defaults to ``auto`` (a GPU when one really works).
-        precision: ``auto`` (fp16 on a GPU where exported, else fp32), ``fp32`` or ``fp16``.
+        precision: ``auto`` (fp16 on a GPU where exported; on the CPU the int8 text graph where
+            exported with its gates passed, else fp32), ``fp32``, ``fp16`` or ``int8`` (the text
+            graph on the onnxruntime CPU provider only).
         backbones: For the torch backend's backbone graphs: loaded ``Backbones``.
 
     Returns:
@@ -66,12 +68,15 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
         raise InputError(f"backend | {backend!r} | expected one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
         raise InputError(f"device | {device!r} | expected one of {', '.join(DEVICES)}")
-    if precision not in ("auto", "fp32", "fp16"):
-        raise InputError(f"precision | {precision!r} | expected auto, fp32 or fp16")
+    if precision not in ("auto", "fp32", "fp16", "int8"):
+        raise InputError(f"precision | {precision!r} | expected auto, fp32, fp16 or int8")
     bundle = Path(bundle)
-    gpu_precision = "fp32" if precision == "fp32" else "fp16"
-    cpu_precision = "fp16" if precision == "fp16" else "fp32"
+    gpu_precision = "fp32" if precision in ("fp32", "int8") else "fp16"
+    cpu_precision, int8_why = _cpu_precision(bundle, graph, precision)
     tries: list[tuple[str, Any]] = []
+    if precision == "int8" and (backend not in ("auto", "onnxruntime") or device == "cuda"):
+        raise InputError(f"precision int8 | backend {backend}, device {device} | expected onnxruntime on the cpu: the int8 "
+                         "text graph is for the CPU")
     if backend in ("auto", "tensorrt") and device != "cpu":
         tries.append((f"TensorRT {gpu_precision}", lambda: _tensorrt(bundle, graph, gpu_precision)))
     if backend in ("auto", "onnxruntime"):
@@ -91,8 +96,26 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
             reasons.append(f"not {label}: {err}")
             continue
         why = f"{graph}: {engine.backend} on {engine.provider}"
+        if label.startswith("onnxruntime CPU"):
+            why += f", {cpu_precision}" + (f" ({int8_why})" if cpu_precision == "int8" or precision == "auto" and graph == "text" else "")
         return engine, why + (f" ({'; '.join(reasons)})" if reasons else "")
     raise BackendUnavailableError(f"{graph} graph | no backend could run it | " + "; ".join(reasons))
+
+
+def _cpu_precision(bundle: Path, graph: str, precision: str) -> tuple[str, str]:
+    """The precision of the graph to run on the CPU, and why (for the int8 text graph: its gates)."""
+    if precision in ("fp32", "fp16") or graph != "text":
+        return ("fp16" if precision == "fp16" else "fp32"), ""
+    from jemc_infer.manifest import gated_int8
+
+    try:
+        entry, why = gated_int8(bundle, graph)
+    except BundleError as err:
+        entry, why = None, str(err)
+    if entry is None and precision == "int8":
+        raise BundleError(f"{bundle} | {why} | expected a gated int8 text graph: run `jemc-infer export {bundle} --text-int8 "
+                          "--eval-data DATA`")
+    return ("int8" if entry is not None else "fp32"), why
 
 
 def _onnxruntime_any(bundle: Path, graph: str, precision: str, provider: str) -> Engine:

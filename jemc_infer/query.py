@@ -13,6 +13,7 @@ row is the question ("more like this").
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +114,14 @@ def encode_queries(bundle: Bundle, engine: Engine, texts: list[str], weights: di
 
 
 def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = None, space_weights: str | None = None,
-          backend: str = "auto", device: str = "auto") -> tuple[list[list[Hit]], list[str]]:
+          backend: str = "auto", device: str = "auto", precision: str = "auto",
+          on_engine: Callable[[str], None] | None = None) -> tuple[list[list[Hit]], list[str]]:
     """Search an index with sentences.
+
+    Args:
+        precision: The text graph's (:func:`jemc_infer.engines.open_engine`): ``auto`` takes the
+            int8 text graph on the CPU where the bundle has one with its gates passed.
+        on_engine: Gets the line saying which engine encodes the text, and why.
 
     Returns:
         One list of hits per text (best first), and warnings for the user.
@@ -130,7 +137,9 @@ def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = N
         raise SettingError("texts", "no text", "at least one sentence")
     with Index.open(index_dir) as index:
         bundle = _bundle_for(index, model)
-        engine, why = open_engine(bundle.path, "text", backend=backend, device=device)
+        engine, why = open_engine(bundle.path, "text", backend=backend, device=device, precision=precision)
+        if on_engine is not None:
+            on_engine(why)
         with engine:
             queries, warnings = encode_queries(bundle, engine, texts, parse_space_weights(space_weights, bundle))
         hits = rank(index, queries, k, device="cuda" if device == "cuda" else "cpu")
