@@ -70,13 +70,15 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
         raise InputError(f"device | {device!r} | expected one of {', '.join(DEVICES)}")
     if precision not in ("auto", "fp32", "fp16", "int8"):
         raise InputError(f"precision | {precision!r} | expected auto, fp32, fp16 or int8")
-    bundle = Path(bundle)
-    gpu_precision = "fp32" if precision in ("fp32", "int8") else "fp16"
-    cpu_precision, int8_why = _cpu_precision(bundle, graph, precision)
-    tries: list[tuple[str, Any]] = []
     if precision == "int8" and (backend not in ("auto", "onnxruntime") or device == "cuda"):
         raise InputError(f"precision int8 | backend {backend}, device {device} | expected onnxruntime on the cpu: the int8 "
                          "text graph is for the CPU")
+    bundle = Path(bundle)
+    gpu_precision = "fp32" if precision == "fp32" else "fp16"
+    cpu_precision, int8_why = _cpu_precision(bundle, graph, precision)
+    tries: list[tuple[str, Any]] = []
+    if precision == "int8":  # asked for: the CPU graph, never a GPU or torch in its place
+        backend, device = "onnxruntime", "cpu"
     if backend in ("auto", "tensorrt") and device != "cpu":
         tries.append((f"TensorRT {gpu_precision}", lambda: _tensorrt(bundle, graph, gpu_precision)))
     if backend in ("auto", "onnxruntime"):
