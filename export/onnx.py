@@ -397,12 +397,17 @@ def publish(bundle: Path, staging: Path, entries: dict[str, GraphEntry], drop: S
             os.replace(src, dest)
             hashed[rel] = sha256_file(dest)
         published[key] = dataclasses.replace(entry, files=hashed)
+    dropped: list[str] = []
+
     def change(m: dict[str, Any]) -> None:
         for key in drop:
-            m["graphs"].pop(key, None)
+            dropped.extend((m["graphs"].pop(key, None) or {}).get("files", {}))
         m["graphs"].update({k: e.to_json() for k, e in published.items()})
 
     update_manifest(bundle, change)
+    kept = {rel for e in published.values() for rel in e.files}
+    for rel in set(dropped) - kept:  # after the manifest no longer names them
+        (bundle / rel).unlink(missing_ok=True)
     return published
 
 

@@ -97,7 +97,7 @@ def test_failed_graph_gate_leaves_int8_out_and_drops_a_stale_one(int8_bundle: Pa
     left = [line for line in lines if line.startswith("text.int8: left out")]
     assert len(left) == 1 and "| expected <= 0: fp32 is used" in left[0], lines
     assert "text.int8" not in read_manifest(bundle)["graphs"]  # the earlier one went with the fp32 graph it was made from
-    assert not (bundle / "onnx" / "text.int8.onnx").exists() or gated_int8(bundle)[0] is None
+    assert not (bundle / "onnx" / "text.int8.onnx").exists() and gated_int8(bundle)[0] is None
 
 
 def test_failed_retrieval_gate_leaves_int8_out(tiny_bundle: Path, held_out_data: Path, tmp_path: Path,
