@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,train,dev,bench]'
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/engines_cpu.py
+	$(BIN)/python benchmarks/text_encoder.py
 	$(BIN)/python benchmarks/search_cpu.py --sizes 100000
 	$(BIN)/python benchmarks/query_cold_start.py
 

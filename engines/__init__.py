@@ -20,7 +20,14 @@ DEVICES = ("auto", "cpu", "cuda")
 __all__ = ["BACKENDS", "DEVICES", "Engine", "open_engine"]
 
 
-def _tensorrt(bundle: Path, graph: str, precision: str) -> Engine:
+def _tensorrt(bundle: Path, graph: str, precision: str, only_if_built: bool = False) -> Engine:
+    from jemc_infer.manifest import read_manifest
+
+    # auto, and no engine for this graph: say so without importing TensorRT (~20 ms of every CPU
+    # query's start); asked for by name, the import below says what is missing
+    if only_if_built and not any(isinstance(e, dict) and e.get("graph") == graph for e in read_manifest(bundle)["engines"].values()):
+        raise EngineMismatchError(f"{bundle} | no TensorRT engine for the {graph} graph | expected one built by "
+                                  f"`jemc-infer export {bundle} --to tensorrt` on a GPU machine")
     try:
         from jemc_infer.engines.tensorrt import TensorrtEngine
     except ImportError as err:
@@ -51,7 +58,9 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
         graph: ``text``, ``video``, or a backbone graph: ``resnet``, ``i3d`` or ``audio``.
         backend: ``auto``, ``tensorrt``, ``onnxruntime`` or ``torch``. Defaults to ``auto``.
         device: ``auto``, ``cpu`` or ``cuda``. Defaults to ``auto`` (a GPU when one really works).
-        precision: ``auto`` (fp16 on a GPU where exported, else fp32), ``fp32`` or ``fp16``.
+        precision: ``auto`` (fp16 on a GPU where exported; on the CPU the int8 text graph where
+            exported with its gates passed, else fp32), ``fp32``, ``fp16`` or ``int8`` (the text
+            graph on the onnxruntime CPU provider only).
         backbones: For the torch backend's backbone graphs: loaded ``Backbones``.
 
     Returns:
@@ -66,14 +75,19 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
         raise InputError(f"backend | {backend!r} | expected one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
         raise InputError(f"device | {device!r} | expected one of {', '.join(DEVICES)}")
-    if precision not in ("auto", "fp32", "fp16"):
-        raise InputError(f"precision | {precision!r} | expected auto, fp32 or fp16")
+    if precision not in ("auto", "fp32", "fp16", "int8"):
+        raise InputError(f"precision | {precision!r} | expected auto, fp32, fp16 or int8")
+    if precision == "int8" and (backend not in ("auto", "onnxruntime") or device == "cuda"):
+        raise InputError(f"precision int8 | backend {backend}, device {device} | expected onnxruntime on the cpu: the int8 "
+                         "text graph is for the CPU")
     bundle = Path(bundle)
     gpu_precision = "fp32" if precision == "fp32" else "fp16"
-    cpu_precision = "fp16" if precision == "fp16" else "fp32"
+    cpu_precision, int8_why = _cpu_precision(bundle, graph, precision)
     tries: list[tuple[str, Any]] = []
+    if precision == "int8":  # asked for: the CPU graph, never a GPU or torch in its place
+        backend, device = "onnxruntime", "cpu"
     if backend in ("auto", "tensorrt") and device != "cpu":
-        tries.append((f"TensorRT {gpu_precision}", lambda: _tensorrt(bundle, graph, gpu_precision)))
+        tries.append((f"TensorRT {gpu_precision}", lambda: _tensorrt(bundle, graph, gpu_precision, only_if_built=backend == "auto")))
     if backend in ("auto", "onnxruntime"):
         if device != "cpu":
             tries.append((f"onnxruntime CUDA {gpu_precision}", lambda: _onnxruntime_any(bundle, graph, gpu_precision, "cuda")))
@@ -91,8 +105,26 @@ def open_engine(bundle: Path | str, graph: str, backend: str = "auto", device: s
             reasons.append(f"not {label}: {err}")
             continue
         why = f"{graph}: {engine.backend} on {engine.provider}"
+        if label.startswith("onnxruntime CPU"):
+            why += f", {cpu_precision}" + (f" ({int8_why})" if cpu_precision == "int8" or precision == "auto" and graph == "text" else "")
         return engine, why + (f" ({'; '.join(reasons)})" if reasons else "")
     raise BackendUnavailableError(f"{graph} graph | no backend could run it | " + "; ".join(reasons))
+
+
+def _cpu_precision(bundle: Path, graph: str, precision: str) -> tuple[str, str]:
+    """The precision of the graph to run on the CPU, and why (for the int8 text graph: its gates)."""
+    if precision in ("fp32", "fp16") or graph != "text":
+        return ("fp16" if precision == "fp16" else "fp32"), ""
+    from jemc_infer.manifest import gated_int8
+
+    try:
+        entry, why = gated_int8(bundle, graph)
+    except BundleError as err:
+        entry, why = None, str(err)
+    if entry is None and precision == "int8":
+        raise BundleError(f"{bundle} | {why} | expected a gated int8 text graph: run `jemc-infer export {bundle} --text-int8 "
+                          "--eval-data DATA`")
+    return ("int8" if entry is not None else "fp32"), why
 
 
 def _onnxruntime_any(bundle: Path, graph: str, precision: str, provider: str) -> Engine:

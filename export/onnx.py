@@ -41,6 +41,8 @@ from jemc_infer.specs import GRAPHS, GraphSpec, text_spec, video_spec
 OPSET = 18
 FP32_TOLERANCE = 1e-4  # max |torch - onnxruntime| for the encoders (unit vectors)
 FP16_TOLERANCE = 1e-2  # the same for fp16 graphs: half precision carries ~3 decimal digits
+INT8_TOLERANCE = 1e-2  # the int8 text graph (measured 7e-4 at the paper's sizes); retrieval parity is its real gate
+RETRIEVAL_LIMIT_POINTS = 0.5  # how far R@1/5/10 may move (points) for an int8 text graph to be kept
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf caps a file at 2 GB: above this, weights go beside it
 
 
@@ -244,7 +246,7 @@ def _dims(spec: GraphSpec, limits: ShapeLimits) -> dict[str, tuple[int, int]]:
 def _gate(module: nn.Module, path: Path, spec: GraphSpec, cases: list[dict[str, np.ndarray]], precision: str,
           relative: bool, output: ExporterOutput) -> dict[str, Any]:
     """The parity record of one written graph; a ParityError (with the exporter's output) if it fails."""
-    tolerance = FP32_TOLERANCE if precision == "fp32" else FP16_TOLERANCE
+    tolerance = FP32_TOLERANCE if precision == "fp32" else INT8_TOLERANCE if precision == "int8" else FP16_TOLERANCE
     with output.capture():
         parity = check_parity(module, path, spec, cases, tolerance, relative)
     if not parity["passed"]:
@@ -256,10 +258,13 @@ def _gate(module: nn.Module, path: Path, spec: GraphSpec, cases: list[dict[str, 
 
 def export_one(staging: Path, module: nn.Module, spec: GraphSpec, limits: ShapeLimits, source: dict[str, Any],
                vocab_size: int = 100, fp16: bool = False, relative: bool = False, seed: int = 0,
-               echo: Callable[[str], None] = print, show_exporter_output: bool = False) -> dict[str, GraphEntry]:
+               echo: Callable[[str], None] = print, show_exporter_output: bool = False,
+               int8: bool = False) -> dict[str, GraphEntry]:
     """Export one graph (and its fp16 twin) into ``staging`` and gate it.
 
     Args:
+        int8: The text graph only: also the int8 CPU graph (``export.text_int8``). Its gate does not
+            refuse the export: a graph past :data:`INT8_TOLERANCE` is left out, with one line to ``echo``.
         echo: Gets one line for the graph: what was written, how long it took, the largest difference.
         show_exporter_output: Let torch's exporter print its warnings and logs as it goes;
             otherwise they are collected and only a refused graph's :class:`ParityError` carries them.
@@ -288,6 +293,10 @@ def export_one(staging: Path, module: nn.Module, spec: GraphSpec, limits: ShapeL
         with output.capture():
             to_fp16(path, files["fp16"][0])
         parity["fp16"] = _gate(module, files["fp16"][0], spec, cases, "fp16", relative, output)
+    if int8 and spec.name == "text":
+        kept = _text_int8(module, staging / "onnx" / "text.int8.onnx", path, spec, cases, output, echo)
+        if kept is not None:
+            files["int8"], parity["int8"] = [staging / "onnx" / "text.int8.onnx"], kept
     versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     exported = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     entries = {graph_key(spec.name, p): GraphEntry(files={str(f.relative_to(staging)): "" for f in fs}, spec=spec, precision=p,
@@ -299,9 +308,32 @@ def export_one(staging: Path, module: nn.Module, spec: GraphSpec, limits: ShapeL
     return entries
 
 
+def _text_int8(module: nn.Module, path: Path, fp32_path: Path, spec: GraphSpec, cases: list[dict[str, np.ndarray]],
+               output: ExporterOutput, echo: Callable[[str], None]) -> dict[str, Any] | None:
+    """Write and gate the int8 text graph: its parity record (with max |diff| against the fp32 graph
+    too), or None (one line to ``echo``) if the gate leaves it out."""
+    from jemc_infer.export.text_int8 import write_text_int8
+
+    with output.capture():
+        write_text_int8(module.model, spec, path)  # type: ignore[arg-type]
+    try:
+        parity = _gate(module, path, spec, cases, "int8", False, output)
+    except ParityError as err:
+        echo(f"text.int8: left out | {str(err).split(' | ', 1)[1].replace('the export is refused', 'fp32 is used')}")
+        path.unlink(missing_ok=True)
+        return None
+    ref, got = _cpu_session(fp32_path), _cpu_session(path)
+    names = [t.name for t in spec.outputs]
+    outs = [(ref.run(names, c), got.run(names, c)) for c in cases]
+    parity["max_abs_diff_vs_fp32_graph"] = max(float(np.abs(a - b).max()) for r, q in outs for a, b in zip(r, q, strict=True))
+    parity["min_cosine_vs_fp32_graph"] = min(float((a * b).sum(1).min()) for r, q in outs for a, b in zip(r, q, strict=True))
+    return parity
+
+
 def retrieval_parity(staging: Path, entries: dict[str, GraphEntry], config: Any, vocab: Any, data: Path,
-                     split: str = "test", limit: float = 0.5) -> dict[str, Any]:
-    """R@1/5/10 of the fp16 text + video graphs against the fp32 ones on a held-out split.
+                     split: str = "test", limit: float = 0.5, precision: str = "fp16") -> dict[str, Any]:
+    """R@1/5/10 of the ``precision`` text + video graphs against the fp32 ones on a held-out split
+    (``int8``: the int8 text graph with the fp32 video graph).
 
     Raises:
         ParityError: If any recall moves by more than ``limit`` points.
@@ -317,24 +349,39 @@ def retrieval_parity(staging: Path, entries: dict[str, GraphEntry], config: Any,
     video_in = {t.name: (masks[t.name[:-5]] if t.dtype == "bool" else feats[t.name]) for t in entries["video"].spec.inputs}
     ids, lengths = vocab.encode_batch(sp.captions)
     metrics = {}
-    for precision in ("fp32", "fp16"):
-        sess = {g: _cpu_session(staging / entries[graph_key(g, precision)].path) for g in ("text", "video")}
+    for p in ("fp32", precision):
+        keys = {g: graph_key(g, p) if graph_key(g, p) in entries else g for g in ("text", "video")}
+        sess = {g: _cpu_session(staging / entries[k].path) for g, k in keys.items()}
         text = sess["text"].run(None, {"ids": ids, "lengths": lengths})
         video = sess["video"].run(None, video_in)
         sims = sum(s.weight * (t @ v.T) for s, t, v in zip(config.spaces, text, video, strict=True))
-        metrics[precision] = retrieval_metrics(sims, sp.caption_video)
-    moves = {f"{d}_r{k}": abs(metrics["fp16"][d][f"r{k}"] - metrics["fp32"][d][f"r{k}"]) for d in ("t2v", "v2t") for k in (1, 5, 10)}
+        metrics[p] = retrieval_metrics(sims, sp.caption_video)
+    moves = {f"{d}_r{k}": abs(metrics[precision][d][f"r{k}"] - metrics["fp32"][d][f"r{k}"]) for d in ("t2v", "v2t") for k in (1, 5, 10)}
     record = {"data": str(ds.path), "split": split, "captions": len(sp.captions), "videos": len(sp.videos),
-              "fp32": metrics["fp32"], "fp16": metrics["fp16"], "max_move_points": max(moves.values()), "limit_points": limit}
+              "fp32": metrics["fp32"], precision: metrics[precision], "max_move_points": max(moves.values()), "limit_points": limit}
     if record["max_move_points"] > limit:
         worst = max(moves, key=moves.__getitem__)
-        raise ParityError(f"fp16 retrieval | {worst} moved {moves[worst]:.2f} points on {ds.path} ({split}) | expected "
-                          f"<= {limit} points: the fp16 export is refused")
+        raise ParityError(f"{precision} retrieval | {worst} moved {moves[worst]:.2f} points on {ds.path} ({split}) | expected "
+                          f"<= {limit} points: the {precision} export is refused")
     return record
 
 
-def publish(bundle: Path, staging: Path, entries: dict[str, GraphEntry]) -> dict[str, GraphEntry]:
-    """Move every staged file into the bundle (fsynced), hash it, and record all graphs at once.
+def _int8_retrieval_parity(staging: Path, entries: dict[str, GraphEntry], bundle: Bundle, data: Path,
+                           echo: Callable[[str], None]) -> None:
+    """Record retrieval parity on the staged ``text.int8`` entry, or remove it (one line) if it fails."""
+    try:
+        rp = retrieval_parity(staging, entries, bundle.config, bundle.vocab, data, limit=RETRIEVAL_LIMIT_POINTS, precision="int8")
+    except ParityError as err:
+        echo(f"text.int8: left out | {str(err).split(' | ', 1)[1].replace('the int8 export is refused', 'fp32 is used')}")
+        (staging / entries.pop("text.int8").path).unlink(missing_ok=True)
+        return
+    entries["text.int8"] = dataclasses.replace(entries["text.int8"], retrieval_parity=rp)
+    echo(f"int8 text retrieval parity: R@1/5/10 moved at most {rp['max_move_points']:.2f} points")
+
+
+def publish(bundle: Path, staging: Path, entries: dict[str, GraphEntry], drop: Sequence[str] = ()) -> dict[str, GraphEntry]:
+    """Move every staged file into the bundle (fsynced), hash it, and record all graphs at once
+    (removing the records ``drop`` names: graphs made from what was just replaced).
 
     Returns:
         The entries as recorded: ``files`` with their sha256.
@@ -350,14 +397,24 @@ def publish(bundle: Path, staging: Path, entries: dict[str, GraphEntry]) -> dict
             os.replace(src, dest)
             hashed[rel] = sha256_file(dest)
         published[key] = dataclasses.replace(entry, files=hashed)
-    update_manifest(bundle, lambda m: m["graphs"].update({k: e.to_json() for k, e in published.items()}))
+    dropped: list[str] = []
+
+    def change(m: dict[str, Any]) -> None:
+        for key in drop:
+            dropped.extend((m["graphs"].pop(key, None) or {}).get("files", {}))
+        m["graphs"].update({k: e.to_json() for k, e in published.items()})
+
+    update_manifest(bundle, change)
+    kept = {rel for e in published.values() for rel in e.files}
+    for rel in set(dropped) - kept:  # after the manifest no longer names them
+        (bundle / rel).unlink(missing_ok=True)
     return published
 
 
 def export_bundle(bundle: Bundle | Path | str, limits: ShapeLimits = ShapeLimits(), fp16: bool = False,
                   eval_data: Path | None = None, backbones: Any = None, seed: int = 0,
                   only: Sequence[str] | None = None, echo: Callable[[str], None] = print,
-                  show_exporter_output: bool = False) -> dict[str, GraphEntry]:
+                  show_exporter_output: bool = False, text_int8: bool = False) -> dict[str, GraphEntry]:
     """Export the text encoders and video heads of a bundle, and the backbones if given.
 
     All or nothing: graphs are staged beside the bundle and published (with the manifest) only
@@ -374,13 +431,19 @@ def export_bundle(bundle: Bundle | Path | str, limits: ShapeLimits = ShapeLimits
         echo: Gets one line per graph (and one for fp16 retrieval parity).
         show_exporter_output: Let torch's exporter print its warnings and logs (debugging).
             Defaults to False: collected, and attached to a :class:`ParityError`.
+        text_int8: Also the int8 text graph for the CPU (``text.int8``), gated by graph parity
+            (:data:`INT8_TOLERANCE`) and retrieval parity on ``eval_data`` (int8 text + fp32 video
+            against fp32 both). A gate it fails leaves it out with one line to ``echo``; the
+            rest is published. An earlier ``text.int8`` is removed when the text graph is re-exported
+            without one.
 
     Returns:
         The manifest entries written, by key (``text``, ``text.fp16``, ``resnet``...).
 
     Raises:
         ParityError: A gate failed (nothing is written).
-        InputError: fp16 text and video graphs without ``eval_data``, or an unknown graph in ``only``.
+        InputError: fp16 text and video graphs or an int8 text graph without ``eval_data``, an int8
+            text graph without the video graph, or an unknown graph in ``only``.
         BackendUnavailableError: onnx, onnxscript or onnxruntime is missing.
     """
     _require_onnx()
@@ -390,6 +453,12 @@ def export_bundle(bundle: Bundle | Path | str, limits: ShapeLimits = ShapeLimits
     if fp16 and eval_data is None and {"text", "video"} <= wanted:
         raise InputError("fp16 export | no held-out data | expected eval_data, a feature dataset with a test split: "
                          "fp16 graphs are only kept if R@1/5/10 move by at most 0.5 points")
+    if text_int8 and not {"text", "video"} <= wanted:
+        raise InputError(f"int8 text export | graphs {sorted(wanted)} | expected text and video: the int8 text graph is "
+                         "kept only if retrieval with it (and the video graph) moves R@1/5/10 by at most 0.5 points")
+    if text_int8 and eval_data is None:
+        raise InputError("int8 text export | no held-out data | expected eval_data, a feature dataset with a test split: "
+                         "the int8 text graph is kept only if R@1/5/10 move by at most 0.5 points")
     if not isinstance(bundle, Bundle):
         bundle = read_bundle(bundle)
     staging = bundle.path / f".export-{os.getpid()}"
@@ -401,7 +470,7 @@ def export_bundle(bundle: Bundle | Path | str, limits: ShapeLimits = ShapeLimits
         model = model_from_bundle(bundle)
         source = {"weights_sha256": bundle.weights_sha256}
         if "text" in wanted:
-            entries |= one(TextGraph(model), text_spec(bundle.config), source=source, vocab_size=len(bundle.vocab))
+            entries |= one(TextGraph(model), text_spec(bundle.config), source=source, vocab_size=len(bundle.vocab), int8=text_int8)
         if "video" in wanted:
             entries |= one(VideoGraph(model), video_spec(bundle.config), source=source)
         if fp16 and {"text", "video"} <= wanted:
@@ -409,10 +478,13 @@ def export_bundle(bundle: Bundle | Path | str, limits: ShapeLimits = ShapeLimits
             echo(f"fp16 retrieval parity: R@1/5/10 moved at most {rp['max_move_points']:.2f} points")
             for key in ("text.fp16", "video.fp16"):
                 entries[key] = dataclasses.replace(entries[key], retrieval_parity=rp)
+        if "text.int8" in entries:
+            _int8_retrieval_parity(staging, entries, bundle, Path(eval_data), echo)  # type: ignore[arg-type]
         if backbones is not None:
             for name, loaded in backbone_graphs(backbones).items():
                 if name in wanted:
                     entries |= one(loaded.module, loaded.spec, source={"backbone": loaded.provenance}, relative=True)
-        return publish(bundle.path, staging, entries)
+        stale = [graph_key("text", "int8")] if "text" in entries and "text.int8" not in entries else []
+        return publish(bundle.path, staging, entries, drop=stale)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -33,7 +33,7 @@ from jemc_infer.bundle import sha256_file
 from jemc_infer.errors import BundleError
 from jemc_infer.specs import BACKBONE_GRAPHS, OLD_GRAPH_NAMES, GraphSpec
 
-__all__ = ["BACKBONE_GRAPHS", "GraphEntry", "graph_entries", "graph_entry", "graph_key", "read_manifest",
+__all__ = ["BACKBONE_GRAPHS", "GraphEntry", "gated_int8", "graph_entries", "graph_entry", "graph_key", "read_manifest",
            "update_manifest", "verified_file"]
 
 MANIFEST_FILE = "manifest.json"
@@ -46,14 +46,14 @@ class GraphEntry:
 
     files: dict[str, str]  # path relative to the bundle → sha256; the first is the graph, any others its external data
     spec: GraphSpec  # its inputs and outputs
-    precision: str = "fp32"  # "fp32" or "fp16"
+    precision: str = "fp32"  # "fp32", "fp16" or "int8" (the text graph for the CPU: export.text_int8)
     source: dict[str, Any] | None = None  # {"weights_sha256": ...} (text, video) or {"backbone": provenance}
     parity: dict[str, Any] | None = None  # the gate's measurement (export.onnx.check_parity)
     opset: int | None = None
     exporter: str | None = None
     versions: dict[str, str] | None = None  # torch, onnx, onnxruntime at export time
     exported: str | None = None  # UTC time, ISO 8601
-    retrieval_parity: dict[str, Any] | None = None  # fp16 text and video: R@K moves measured on held-out data
+    retrieval_parity: dict[str, Any] | None = None  # fp16 text and video, int8 text: R@K moves measured on held-out data
 
     @property
     def path(self) -> str:
@@ -192,6 +192,30 @@ def graph_entry(bundle: Path, name: str, precision: str = "fp32") -> GraphEntry:
         flag = " --fp16" if precision == "fp16" else ""
         raise BundleError(f"{bundle} | no exported {key!r} graph (has: {have}) | expected it: run `jemc-infer export {bundle}{flag}`")
     return _entry(bundle, key, graphs[key])
+
+
+def gated_int8(bundle: Path, graph: str = "text") -> tuple[GraphEntry | None, str]:
+    """The bundle's int8 graph if it may replace the fp32 one, and why (or why not).
+
+    Usable when ``export --text-int8`` recorded it with its gates passed (graph parity and
+    retrieval parity within the recorded limit) and it was made from the same weights as the fp32
+    graph beside it (a stale one, left by an older export, is never used).
+
+    Raises:
+        BundleError: If the manifest or a record in it is malformed.
+    """
+    graphs = read_manifest(bundle)["graphs"]
+    key = graph_key(graph, "int8")
+    if key not in graphs:
+        return None, f"no {key!r} graph (export --text-int8 makes it)"
+    entry, fp32 = _entry(bundle, key, graphs[key]), graphs.get(graph)
+    rp = entry.retrieval_parity or {}
+    if not (entry.parity or {}).get("passed") or "max_move_points" not in rp or rp["max_move_points"] > rp.get("limit_points", 0.5):
+        return None, f"{key!r} has no passed parity gates in the manifest"
+    if not isinstance(fp32, dict) or fp32.get("source") != entry.source:
+        return None, f"{key!r} was made from other weights than the {graph!r} graph (a stale export)"
+    return entry, (f"int8: max |diff| {entry.parity['max_abs_diff']:.1e}, R@1/5/10 moved <= {rp['max_move_points']:.2f} points "
+                   f"on held-out data")
 
 
 def verified_file(bundle: Path, entry: GraphEntry) -> Path:

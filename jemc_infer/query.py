@@ -123,11 +123,16 @@ def encode_queries(bundle: Bundle, engine: Engine, texts: list[str], weights: di
 
 
 def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = None, space_weights: str | None = None,
-          backend: str = "auto", device: str = "auto", cluster: Cluster | None = None) -> tuple[list[list[Hit]], list[str]]:
+          backend: str = "auto", device: str = "auto", precision: str = "auto",
+          on_engine: Callable[[str], None] | None = None, cluster: Cluster | None = None) -> tuple[list[list[Hit]], list[str]]:
     """Search an index with sentences.
 
-    ``cluster``: search on Ray, the index's shards split across actors (``jemc_infer.cluster.search``:
-    the same hits as here). The text encoder runs here either way.
+    Args:
+        precision: The text graph's (:func:`jemc_infer.engines.open_engine`): ``auto`` takes the
+            int8 text graph on the CPU where the bundle has one with its gates passed.
+        on_engine: Gets the line saying which engine encodes the text, and why.
+        cluster: Search on Ray, the index's shards split across actors (``jemc_infer.cluster.search``:
+            the same hits as here). The text encoder runs here either way.
 
     Returns:
         One list of hits per text (best first), and warnings for the user.
@@ -143,7 +148,9 @@ def query(index_dir: Path, texts: list[str], k: int = 10, model: Path | None = N
         raise SettingError("texts", "no text", "at least one sentence")
     with Index.open(index_dir) as index:
         bundle = _bundle_for(index, model)
-        engine, why = open_engine(bundle.path, "text", backend=backend, device=device)
+        engine, why = open_engine(bundle.path, "text", backend=backend, device=device, precision=precision)
+        if on_engine is not None:
+            on_engine(why)
         with engine:
             queries, warnings = encode_queries(bundle, engine, texts, parse_space_weights(space_weights, bundle))
         with sharded(cluster, device) as searcher:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from jemc_infer.cli._common import echo_err
-from jemc_infer.collection import Event, Planned, VideoDone
+
+if TYPE_CHECKING:  # the collection's pipeline imports PyAV: every command's start-up would pay for it
+    from jemc_infer.collection.run import Event, VideoDone
 
 EXIT_SOME_FAILED = 3  # some videos failed; the others are done (0: all done; 1: bad input, nothing done)
 
@@ -40,6 +42,8 @@ class Progress:
                            TimeRemainingColumn(), console=Console(stderr=True))
 
     def __call__(self, event: Event) -> None:
+        from jemc_infer.collection.run import Planned, VideoDone
+
         if isinstance(event, Planned):
             line = self.on_planned(event.todo, event.skipped)
             if line:

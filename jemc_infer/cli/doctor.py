@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata as md
 import json
-import platform
-import shutil
-import subprocess
 import sys
 from typing import Annotated, Any
 
@@ -31,6 +27,8 @@ PACKAGES = {  # import name → distribution names to look for (what to install:
 
 
 def _version(dists: tuple[str, ...]) -> str | None:
+    import importlib.metadata as md  # imported here: every command's start-up would pay ~15 ms for it
+
     for d in dists:
         try:
             return f"{md.version(d)} ({d})" if d != dists[0] else md.version(d)
@@ -42,6 +40,8 @@ def _version(dists: tuple[str, ...]) -> str | None:
 def versions() -> dict[str, Any]:
     """jemc-infer's, Python's and each package's installed version (None: not installed), read
     from the installed metadata: nothing is imported, so it is instant."""
+    import platform
+
     from jemc_infer import __version__
 
     return {"jemc_infer": __version__, "python": platform.python_version(),
@@ -62,6 +62,9 @@ def _probe(name: str) -> str | None:
 
 def diagnose() -> dict[str, Any]:
     """Everything doctor reports, as data."""
+    import importlib.metadata as md
+    import platform
+
     from jemc_infer import __version__
 
     report: dict[str, Any] = {"python": f"{platform.python_version()} ({sys.executable})", "jemc_infer": __version__,
@@ -81,6 +84,9 @@ def diagnose() -> dict[str, Any]:
 
 
 def _cuda(report: dict[str, Any]) -> dict[str, Any]:
+    import shutil
+    import subprocess
+
     out: dict[str, Any] = {"devices": []}
     smi = shutil.which("nvidia-smi")
     if smi:

@@ -51,9 +51,12 @@ def query(
     space_weights: Annotated[str | None, typer.Option(help="Fusion weights, e.g. object=1,activity=0.5.")] = None,
     backend: Annotated[str, typer.Option(help="auto, tensorrt, onnxruntime or torch.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (cuda: the text encoder and the top-k search on the GPU, the fused CUDA kernel).")] = "auto",
+    precision: Annotated[str, typer.Option(help="The text graph: auto (on the CPU the int8 one where exported with its gates "
+                                                "passed, else fp32), fp32, fp16 or int8.")] = "auto",
     like: Annotated[str | None, typer.Option(help="More like this: rank by a video (a file, or an indexed video's id or path).",
                                              metavar="VIDEO")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per result.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per result (with the text engine that encoded the query).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also say on stderr which engine encodes the text, and why.")] = False,
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="ADDRESS", help="Search on a Ray cluster, the index's shards split across actors (the same hits): "
         "local (start one here for this query), auto (the one `ray start` runs here), HOST:PORT or ray://HOST:PORT. Every "
@@ -80,12 +83,14 @@ def query(
             raise fail(f"{queries} | unreadable ({err.strerror}) | expected a text file, one query per line") from None
     if not texts and like is None:
         raise fail("query | no text | expected a sentence (jemc-infer query \"a man cooking\"), --queries FILE or --like VIDEO")
+    engines: list[str] = []
     try:
         if like is not None:
             found, warnings = query_like(index, like, k, model, space_weights, backend, device, cluster=cluster)
             hits, texts = [found], [like]
         else:
-            hits, warnings = run_query(index, texts, k, model, space_weights, backend, device, cluster=cluster)
+            hits, warnings = run_query(index, texts, k, model, space_weights, backend, device, precision, on_engine=engines.append,
+                                       cluster=cluster)
     except SettingError as err:  # the same error, naming this command's option
         raise InputError(f"{FLAGS.get(err.setting, err.setting)} | {err.got} | expected {err.expected}") from err
     except ModelMismatchError as err:
@@ -93,12 +98,16 @@ def query(
                          f"({err.given_path}): pass the --model the index was built with") from err
     for w in warnings:
         echo_err(f"warning: {w}")
+    if verbose:
+        for line in engines:
+            echo_err(line)
     for t, rows in zip(texts, hits, strict=True):
         if as_json:
             for h in rows:
                 moment = None if h.moment is None else [round(h.moment[0], 3), round(h.moment[1], 3)]
-                typer.echo(json.dumps({"like" if like is not None else "query": t, "rank": h.rank, "score": round(h.score, 6),
-                                       "path": _shown(index, h.path), "duration": h.duration, "id": h.id, "moment": moment}))
+                line = {"like" if like is not None else "query": t, "rank": h.rank, "score": round(h.score, 6),
+                        "path": _shown(index, h.path), "duration": h.duration, "id": h.id, "moment": moment}
+                typer.echo(json.dumps(line | ({"text_engine": engines[0]} if engines else {})))
             continue
         if len(texts) > 1:
             typer.echo(f"\n{t}")
