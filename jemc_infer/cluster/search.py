@@ -7,8 +7,10 @@ or, for shards that are not files (arrays in memory), copied to it once — and 
 merges the parts in the same order (score descending, then id ascending). Every global top-k row
 is in its part's top k, and every shard is scored by the same BLAS calls as in a local search
 (a shard is never split, and the actors' BLAS uses this process's thread count), so the result is
-the local ``search()``'s: the same ids and the same scores, bit for bit (on nodes with the same
-BLAS and CPU kind; elsewhere a score may differ in its last bits).
+the local full scan's (``search(..., compact=False)``): the same ids and the same scores, bit for
+bit (on nodes with the same BLAS and CPU kind; elsewhere a score may differ in its last bits).
+Against a local search through the index's compact copy: the same ids, scores within float32
+rounding (that path rounds float64 sums).
 
 Per query, what crosses the network: the query vectors to every actor (nq × D × 4 bytes) and k
 (score, id) pairs per query back from each. The rows never move after loading.
