@@ -46,7 +46,7 @@ _ZERO_POINT = 64
 _HUGE = 1e15  # rows (or queries) with larger values are rescored (or searched) in full
 _U32 = 2.0**-24  # float32 unit roundoff
 # MatMulInteger(A uint8 [m, D], B int8 [b, D, n], a_zero_point 64) -> int32 [b, m, n]: 157 bytes of ONNX
-# (tests/index/test_compact.py rebuilds it with onnx.helper and compares).
+# (tests/index/test_compact_search.py rebuilds it with onnx.helper and compares).
 _PRODUCT_ONNX = (
     b'\x08\x07\x12\njemc-infer:\x86\x01\n\x1c\n\x01A\n\x01B\n\x02zp\x12\x01Y"\rMatMulInteger\x12\x0cint8_product*\t'
     b'\x10\x02*\x01@B\x02zpZ\x15\n\x01A\x12\x10\n\x0e\x08\x02\x12\n\n\x03\x12\x01m\n\x03\x12\x01DZ\x1a\n\x01B\x12'
