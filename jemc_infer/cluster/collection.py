@@ -31,7 +31,7 @@ from typing import Any
 from jemc_infer.cluster.runtime import Cluster, actor_count, connected, resources, short
 from jemc_infer.collection.faults import crash_point
 from jemc_infer.collection.jobs import Job, JobStore
-from jemc_infer.collection.run import Committed, Event, Options, Planned, RunSummary, Sink, VideoDone
+from jemc_infer.collection.run import Event, Options, Planned, RunSummary, Sink, committed, deliver
 from jemc_infer.errors import JemcError
 from jemc_infer.video.pipeline import FeatureEncoder, VideoResult, pool_events
 from jemc_infer.video.pool import decode_file
@@ -185,14 +185,14 @@ class _Driver:
                     if f.job.key in done:
                         continue
                     done.add(f.job.key)
-                    self._deliver(f.job, result, store, sink, emit, summary)
+                    deliver(f.job, result, store, sink, emit, summary)
         except KeyboardInterrupt:  # Ctrl-C: keep what is finished
-            _committed(sink.flush(), emit)
+            committed(sink.flush(), emit)
             raise
         finally:
             for a in self.actors:
                 self.ray.kill(a)
-        _committed(sink.flush(), emit)
+        committed(sink.flush(), emit)
 
     def _decode(self, job: Job) -> _Flight:
         o = self.options
@@ -234,23 +234,3 @@ class _Driver:
         f.tries += 1  # send it again, to the restarted actor or another
         self._encode(f)
         return None
-
-    @staticmethod
-    def _deliver(job: Job, result: VideoResult, store: JobStore, sink: Sink, emit: Callable[[Event], None],
-                 summary: RunSummary) -> None:
-        committed = 0
-        if result.ok:
-            committed = sink.add(job, result)
-            summary.done += 1
-            summary.frames += result.stats.decoded_frames if result.stats else 0
-        else:
-            store.record_failed([job.record("failed", reason=result.reason)])
-            summary.failed[job.key] = result.reason or ""
-        emit(VideoDone(job, result))
-        _committed(committed, emit)
-
-
-def _committed(videos: int, emit: Callable[[Event], None]) -> None:
-    if videos:
-        emit(Committed(videos))
-        crash_point("committed")

@@ -129,25 +129,31 @@ def _process(todo: list[Job], store: JobStore, sink: Sink, encoder: FeatureEncod
                                keep_windows=options.keep_windows)
     try:
         for result in results:
-            job = todo[result.index]
-            committed = 0
-            if result.ok:
-                committed = sink.add(job, result)
-                summary.done += 1
-                summary.frames += result.stats.decoded_frames if result.stats else 0
-            else:
-                store.record_failed([job.record("failed", reason=result.reason)])
-                summary.failed[job.key] = result.reason or ""
-            emit(VideoDone(job, result))
-            _committed(committed, emit)
+            deliver(todo[result.index], result, store, sink, emit, summary)
     except KeyboardInterrupt:  # Ctrl-C: keep what is finished
         results.close()  # stops the decoder workers
-        _committed(sink.flush(), emit)
+        committed(sink.flush(), emit)
         raise
-    _committed(sink.flush(), emit)
+    committed(sink.flush(), emit)
 
 
-def _committed(videos: int, emit: Callable[[Event], None]) -> None:
+def deliver(job: Job, result: VideoResult, store: JobStore, sink: Sink, emit: Callable[[Event], None],
+            summary: RunSummary) -> None:
+    """One video's result: to the sink (ok) or the job store (failed with its reason), counted and told."""
+    done = 0
+    if result.ok:
+        done = sink.add(job, result)
+        summary.done += 1
+        summary.frames += result.stats.decoded_frames if result.stats else 0
+    else:
+        store.record_failed([job.record("failed", reason=result.reason)])
+        summary.failed[job.key] = result.reason or ""
+    emit(VideoDone(job, result))
+    committed(done, emit)
+
+
+def committed(videos: int, emit: Callable[[Event], None]) -> None:
+    """Tell that ``videos`` were committed (the crash tests' "committed" point)."""
     if videos:
         emit(Committed(videos))
         crash_point("committed")
