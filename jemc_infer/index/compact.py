@@ -1,28 +1,28 @@
 """Exact search over a compact int8 copy of the rows: scan 4x fewer bytes, rescore the few that can win.
 
-A *segment* is an int8 copy of a run of shards: each row ``x`` stored as ``r = round(x / s)`` with
-one scale ``s = max|x| / 127`` per row, beside three float32 numbers per row: ``s``, a bound
-``err >= ||x - s r||`` and a bound ``norm >= max(||x||, ||s r||)``. Rows are kept in blocks of
-:data:`BLOCK` rows, each block transposed (``[D, w]``, int8), so that one integer matrix product
-scores a block against every query.
+A *segment* is the compact copy of a run of shards: each row ``x`` stored as ``r = round(x / s)``
+with one scale ``s = max|x| / 127`` per row, in blocks of :data:`BLOCK` rows each transposed
+(``[D, w]`` int8, so one integer matrix product scores a block against every query); the 7-bit
+residual codes ``r2`` of what that leaves out (``x ~ s r + s2 r2``, [n, D], read only for
+candidates); and per row ``(s, err, norm, s2, err2)``: bounds ``err >= ||x - s r||``,
+``err2 >= ||x - s r - s2 r2||`` and ``norm >= max(||x||, ||s r||)`` (:func:`quantise`).
 
 The query ``q`` is split in two 7-bit parts, ``q = t1 a1 + t2 a2 + e`` (``a1, a2`` integers in
-[-63, 63], ``t2 = t1 / 64``): a second pass over the same bytes in the same product, which makes
-the query's own error ``e`` negligible. Then for every row
+[-63, 63], ``t2 = t1 / 64``, one product with both), which leaves its own error ``||e|| <= rho
+||q||`` negligible. Then for every row, by Cauchy-Schwarz twice,
 
-    |q . x - approx|  <=  ||q|| err + ||e|| norm          (Cauchy-Schwarz, twice)
+    |q . x - approx|  <=  ||q|| (err + rho norm)      with ``approx = s q^ . r`` exact in integers,
 
-with ``approx = s (t1 a1.r + t2 a2.r)`` from exact integer dot products. That interval also
-covers the float rounding of ``approx`` and of the final float32 rescoring (the per-row ``err``
-is widened by both when the segment is written, see :func:`quantise`). So the true top k are
-among the rows whose upper bound reaches the k-th best lower bound: those are rescored from the
-full rows (random reads from the shards' memory maps, float32 as the full scan scores) and
-ranked by (score desc, id asc) — the same ids and scores as the full scan, always, not usually.
+and ``err`` is widened at write time for every float rounding the search adds (of ``approx`` and
+of the rescoring). The true top k are among the rows whose upper bound reaches the k-th best
+lower bound; those are narrowed with their residual codes (the same bound with ``err2``, ~60x
+tighter), and the few left are rescored from the full rows in float64 and ranked by (score desc,
+id asc): the brute-force oracle's ids, scores rounded from float64 — always, not usually.
 
-The integer product is onnxruntime's ``MatMulInteger`` (MLAS's u8 x s8 kernels; the query side
-is kept to 7 bits so AVX2's 16-bit pair sums cannot saturate). It checks itself on extreme
-values when first used: a build where it is not exact is not used (the full scan runs instead).
-Rows with a non-finite or huge value are not quantised: they are always rescored.
+The integer product is onnxruntime's ``MatMulInteger`` (MLAS's u8 x s8 kernels; the u8 side is
+kept to 7 bits so AVX2's 16-bit pair sums cannot saturate). It checks itself on extreme operands
+when first used: a build where it is not exact is not used (the full scan runs instead). Rows
+with a non-finite or huge value are not quantised: they are always rescored.
 """
 
 from __future__ import annotations
