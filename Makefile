@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow demo bench clean
+.PHONY: test test-slow demo bench clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 required; set PYTHON=...)"; exit 1; }
@@ -17,7 +17,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 # pytest includes tests/test_layers.py: the import-linter contracts of pyproject.toml (DESIGN.md's
 # one-way dependencies) on the package as installed
-test: $(STAMP)
+# The search page's browser tests need a Chromium: Debian's is installed where we may (root, apt).
+# Without one they skip, saying so.
+CHROMIUM := $(firstword $(wildcard /usr/lib/chromium/chromium /usr/bin/chromium /usr/bin/chromium-browser))
+chromium:
+	@if [ -z "$(CHROMIUM)" ] && [ -z "$$JEMC_CHROMIUM" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+	      && echo "installed Debian's chromium (for the search page's browser tests)" \
+	      || echo "note: chromium could not be installed: the browser tests will skip"; \
+	  else echo "note: no Chromium (apt-get install -y chromium, or set JEMC_CHROMIUM): the browser tests will skip"; fi; fi
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check jemc_infer train export engines tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 

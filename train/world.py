@@ -80,6 +80,7 @@ FRAME_SIZES = ((160, 120), (192, 144), (240, 180), (256, 192), (320, 240), (320,
 FPS_CHOICES = (15, 20, 24, 25, 30)
 SPLIT_SHARES = (0.7, 0.1)  # train, val; test takes the rest
 NO_AUDIO_SHARE = 0.1
+GROWTH = 0.5  # a growing (shrinking) object's radius goes from 0.75 to 1.25 (1.25 to 0.75) times its size
 
 # Slots: {size} {colour} {shape} {act} (3rd person) {acting} (gerund) {sound} (noun phrase)
 # {sounding} (short) {bg}. Held-out templates use only connective words the others use too.
@@ -246,8 +247,13 @@ def _plan_object(rng: np.random.Generator, taken: set[str], duration: float) -> 
         y = rng.uniform(0.65, 0.8) if activity == "up" else rng.uniform(0.2, 0.35)
     onset = rng.uniform(0.0, 0.4)
     # Moves cross 30-45% of the frame in the time left, so the object never leaves it.
-    speed = {"spinning": rng.uniform(1.5, 4.0), "growing": rng.uniform(0.25, 0.4), "shrinking": rng.uniform(0.25, 0.4),
-             "bouncing": rng.uniform(1.0, 2.0)}.get(activity, rng.uniform(0.3, 0.45) / (duration - onset))
+    # Growing and shrinking, like the moves, last until the video ends: an object that had stopped
+    # growing would look still in every clip after that.
+    # (Every draw is made whatever the activity, so one seed's worlds differ only where they must.)
+    speeds = {"spinning": rng.uniform(1.5, 4.0), "growing": rng.uniform(0.25, 0.4), "shrinking": rng.uniform(0.25, 0.4),
+              "bouncing": rng.uniform(1.0, 2.0), "move": rng.uniform(0.3, 0.45) / (duration - onset)}
+    speeds["growing"] = speeds["shrinking"] = GROWTH / (duration - onset)
+    speed = speeds.get(activity, speeds["move"])
     return ObjectTruth(shape=shape, colour=colour, size=str(rng.choice(list(SIZES))), activity=activity,
                        x=round(float(x), 4), y=round(float(y), 4), speed=round(float(speed), 4),
                        onset=round(float(onset), 3), phase=round(float(rng.uniform(0, 2 * np.pi)), 4))
@@ -428,8 +434,9 @@ def object_state(o: ObjectTruth, t: float, width: int, height: int) -> tuple[flo
     elif o.activity == "spinning":
         angle += o.speed * m
     elif o.activity in ("growing", "shrinking"):
-        # Between 0.8 and 1.2 times its size: a growing small object never becomes a large one.
-        r = base * (min(1.2, 0.8 + o.speed * m) if o.activity == "growing" else max(0.8, 1.2 - o.speed * m))
+        # Between 0.75 and 1.25 times its size: a growing small object never becomes a large one.
+        low, high = 1.0 - GROWTH / 2, 1.0 + GROWTH / 2
+        r = base * (min(high, low + o.speed * m) if o.activity == "growing" else max(low, high - o.speed * m))
     return cx, cy, r, angle
 
 
