@@ -74,12 +74,13 @@ class _Graph:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
-def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec) -> Any:
+def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, normalize: bool = True) -> Any:
     """The fp32 text graph in MatMul form (an ``onnx.ModelProto``), same inputs and outputs as ``spec``.
 
     Args:
         weights: :func:`gru_weights`, one per output of ``spec`` (``text_<space>``).
         spec: The text graph's spec (``ids`` int64 [batch, seq], ``lengths`` int64 [batch]).
+        normalize: L2-normalise each output; False for ``ModelConfig.text_confidence``.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -89,7 +90,8 @@ def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec) -> An
         g.const(name, np.array(value, np.int64))
     g.const("hidden_shape", np.array([hidden], np.int64))
     g.const("spaces_shape", np.array([spaces], np.int64))
-    g.const("eps", np.array(1e-12, np.float32))  # F.normalize's eps
+    if normalize:
+        g.const("eps", np.array(1e-12, np.float32))  # F.normalize's eps
     g.const("shut", np.concatenate([np.zeros(hidden), np.full(hidden, SHUT), np.zeros(hidden)]).astype(np.float32))
     shape = g.op("Shape", ["ids"], ["ids_shape"])
     batch = g.op("Slice", [shape, "i0", "i1"], ["batch"])
@@ -134,6 +136,9 @@ def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec) -> An
     finals = g.op("Split", ["h_last"], [f"h_last_{s}" for s in range(spaces)], axis=0, num_outputs=spaces) if spaces > 1 else "h_last"
     finals = [finals] if isinstance(finals, str) else finals
     for s, out in enumerate(spec.outputs):
+        if not normalize:  # ModelConfig.text_confidence: the last state as it is
+            g.op("Squeeze", [finals[s], "i0"], [out.name])
+            continue
         v = g.op("Squeeze", [finals[s], "i0"], [f"v_{s}"])
         norm = g.op("Max", [g.op("ReduceL2", [v, "i1"], [f"norm_{s}"], keepdims=1), "eps"], [f"norm_eps_{s}"])
         g.op("Div", [v, norm], [out.name])
@@ -158,7 +163,7 @@ def write_text_int8(model: Any, spec: GraphSpec, path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = path.with_name(path.stem + ".matmul.onnx")
-    onnx.save(text_loop_model(gru_weights(model), spec), str(fp32))
+    onnx.save(text_loop_model(gru_weights(model), spec, normalize=not model.config.text_confidence), str(fp32))
     try:
         onnx.checker.check_model(str(fp32), full_check=True)
         # per-tensor weights: per-channel measured no more accurate here, and slower

@@ -2,7 +2,8 @@
 
 A model is a list of joint spaces. Each space has its own text encoder (embedding → GRU → last
 real token → L2-normalise) and a video head (Linear over the concatenation of the features it
-names → L2-normalise). The retrieval score is ``Σ_s weight_s · cos_s``.
+names → L2-normalise). The retrieval score is ``Σ_s weight_s · cos_s`` (with ``text_confidence``,
+each cosine also times the norm of the space's text state).
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class ModelConfig:
     feature_dims: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FEATURE_DIMS))
     word_dim: int = 300  # word-embedding size
     embed_dim: int = 1024  # joint-space size (= GRU hidden size)
+    # False (the paper): every space's text embedding is L2-normalised, the score Σ_s w_s·cos_s.
+    # True: the text embedding is the GRU's last state as it is, so each space's cosine counts by
+    # the norm of that state: a space whose text encoder responds weakly to a query ("a large
+    # star" in the activity space) counts less. Training is unchanged (its losses use cosines).
+    text_confidence: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -112,6 +118,7 @@ class ModelConfig:
                 feature_dims={str(k): int(v) for k, v in data.get("feature_dims", DEFAULT_FEATURE_DIMS).items()},
                 word_dim=int(data.get("word_dim", 300)),
                 embed_dim=int(data.get("embed_dim", 1024)),
+                text_confidence=bool(data.get("text_confidence", False)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             if isinstance(err, InputError):

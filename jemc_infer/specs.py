@@ -72,7 +72,8 @@ class GraphSpec:
 
 
 def text_spec(config: ModelConfig) -> GraphSpec:
-    """Token ids and lengths → every space's L2-normalised text embedding."""
+    """Token ids and lengths → every space's text embedding (L2-normalised, or scaled by its confidence:
+    ``ModelConfig.text_confidence``)."""
     return GraphSpec(
         "text",
         inputs=(TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("lengths", "int64", ("batch",))),

@@ -35,6 +35,10 @@ REPORT = "report.json"
 # Every row trains with VSE's sum-of-hinges loss: on this world it found the held-out caption's
 # video in the top 5 for 93% of captions against 83% with JEMC's weighted rank loss (same features).
 LOSS = "sum"
+# Each space's cosine weighed by its text state's norm (ModelConfig.text_confidence): a one-cue query
+# ("a large star") then counts mostly in the space that sees it. Same models, scored both ways
+# (seed 0, four training seeds): attribute precision@5 object 78 → 86, activity 81 → 84, sound
+# 93 → 94; held-out caption R@5 94.2 → 93.9.
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
           "--weights", str(weights), *WORLD_BACKBONES, "--clip-fps", "10", "--workers", str(settings.workers), "--quiet")
     r.run("table1", "table1", "--data", str(features), "--out", str(table), "--presets", ",".join(PRESETS),
           "--epochs", str(settings.epochs), "--lr", "1e-3", "--lr-step", str(max(1, settings.epochs * 2 // 3)),
-          "--loss", LOSS, "--batch-size", str(settings.batch_size), "--embed-dim", "256", "--word-dim", "128", "--device", "cpu", "--quiet",
+          "--loss", LOSS, "--batch-size", str(settings.batch_size), "--embed-dim", "256", "--word-dim", "128", "--text-confidence",
+          "--device", "cpu", "--quiet",
           "--plot", str(out / "recall.png"))
     if _exported(model):
         echo(f"reusing the ONNX graphs of {model}")

@@ -60,6 +60,7 @@ class TrainConfig:
     loss: LossMode | None = None  # None: the preset's loss
     word_dim: int = 300  # word-embedding size
     embed_dim: int = 1024  # joint-space size
+    text_confidence: bool = False  # ModelConfig.text_confidence: weigh each space's cosine by its text state's norm
     min_count: int = 4  # vocabulary threshold
     seed: int = 0
     checkpoint_seconds: float = 120.0  # also checkpoint within an epoch this often
@@ -396,7 +397,7 @@ def train(
     model_config = ModelConfig(
         spaces=preset.spaces, vocab_size=len(vocab),
         feature_dims={f: ds.feature_dims[f] for f in preset.features},
-        word_dim=config.word_dim, embed_dim=config.embed_dim,
+        word_dim=config.word_dim, embed_dim=config.embed_dim, text_confidence=config.text_confidence,
     )
     identity = json.loads(json.dumps({  # in its JSON form, as it is compared with a saved one
         "format": STATE_FORMAT, "preset": preset.name, "train": config.identity(),

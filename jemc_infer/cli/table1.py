@@ -38,6 +38,8 @@ def table1(
     lr_step: Annotated[int, typer.Option(min=1, help="Decay the learning rate every N epochs.")] = 15,
     loss: Annotated[str | None, typer.Option(help="Train every row with this loss (sum, hardest, weighted) "
                                                   "instead of each preset's own.")] = None,
+    text_confidence: Annotated[bool, typer.Option(help="Weigh each space's cosine by the norm of its text encoder's state "
+                                                       "(the paper: plain cosines). Lets a fused model answer a query only one space can.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no per-epoch lines (each run's log.jsonl keeps them).")] = False,
@@ -55,7 +57,7 @@ def table1(
     if plot is not None:
         check_plot_path(plot)  # now, not after hours of training
     config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size, lr=lr,
-                         lr_step=lr_step, seed=seed, device=device, loss=_loss(loss))
+                         lr_step=lr_step, seed=seed, device=device, loss=_loss(loss), text_confidence=text_confidence)
     rows = run_table1(data, out, config, presets=parse_csv(presets), split=split, progress=not quiet, echo=echo_err)
     typer.echo(format_table(rows))
     if plot is not None:

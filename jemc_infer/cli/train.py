@@ -31,6 +31,8 @@ def train(
     grad_clip: Annotated[float, typer.Option(min=0.0, help="Max gradient norm per space.")] = 2.0,
     embed_dim: Annotated[int, typer.Option(min=1, help="Joint-space size.")] = 1024,
     word_dim: Annotated[int, typer.Option(min=1, help="Word-embedding size.")] = 300,
+    text_confidence: Annotated[bool, typer.Option(help="Weigh each space's cosine by the norm of its text encoder's state "
+                                                       "(the paper: plain cosines). Lets a fused model answer a query only one space can.")] = False,
     min_count: Annotated[int, typer.Option(min=1, help="Vocabulary: keep words seen this often.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed (runs are deterministic on the CPU).")] = 0,
     checkpoint_seconds: Annotated[float, typer.Option(min=0.0, help="Checkpoint within an epoch this often.")] = 120.0,
@@ -47,7 +49,8 @@ def train(
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, loss=loss,
                          margin=margin, grad_clip=grad_clip, embed_dim=embed_dim, word_dim=word_dim,
-                         min_count=min_count, seed=seed, checkpoint_seconds=checkpoint_seconds, device=device)
+                         min_count=min_count, seed=seed, checkpoint_seconds=checkpoint_seconds, device=device,
+                         text_confidence=text_confidence)
     try:
         result = run_training(data, preset, out, config, restart=restart, progress=not quiet, echo=echo_err)
     except RunConflictError as err:  # the same error, naming this command's options

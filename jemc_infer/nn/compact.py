@@ -74,10 +74,11 @@ class CompactC3D(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.pool = nn.AvgPool3d((1, ACTIVITY_POOL, ACTIVITY_POOL))
+        # Motion is a pixel or two per frame at 56 px: the first two convolutions see 28 px.
         self.body = nn.Sequential(
-            *_conv3d(3, 8, (1, 2, 2)), nn.MaxPool3d((1, 2, 2)),
-            *_conv3d(8, 32, (2, 1, 1)), nn.MaxPool3d(2),
-            *_conv3d(32, 64), nn.Conv3d(64, FEATURE_DIM, 1), nn.AdaptiveMaxPool3d(1), nn.Flatten())
+            *_conv3d(3, 16, (1, 2, 2)), *_conv3d(16, 32, (2, 1, 1)), nn.MaxPool3d((1, 2, 2)),
+            *_conv3d(32, 64), nn.MaxPool3d(2),
+            *_conv3d(64, 64), nn.Conv3d(64, FEATURE_DIM, 1), nn.AdaptiveMaxPool3d(1), nn.Flatten())
 
     def forward(self, clips: Tensor) -> Tensor:
         return self.body(self.pool(clips))

@@ -29,7 +29,7 @@ BACKBONE_STREAMS = {"resnet": "object", "i3d": "activity", "audio": "audio"}
 
 
 class TextGraph(nn.Module):
-    """(ids int64 [B, L], lengths int64 [B]) → one L2-normalised embedding per space."""
+    """(ids int64 [B, L], lengths int64 [B]) → one embedding per space (``JEMC.encode_text``)."""
 
     def __init__(self, model: JEMC) -> None:
         super().__init__()

@@ -111,8 +111,10 @@ class JEMC(nn.Module):
         self.spaces = nn.ModuleDict({s.name: JointSpace(config, s) for s in config.spaces})
 
     def encode_text(self, ids: Tensor, lengths: Tensor) -> dict[str, Tensor]:
-        """Space name → [B, E] L2-normalised text embedding."""
-        return {name: sp.text(ids, lengths) for name, sp in self.spaces.items()}
+        """Space name → [B, E] text embedding: L2-normalised, or with ``config.text_confidence``
+        the GRU's last state as it is (its norm weighs the space's cosine)."""
+        normalize = not self.config.text_confidence
+        return {name: sp.text(ids, lengths, normalize=normalize) for name, sp in self.spaces.items()}
 
     def encode_video(self, features: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Space name → [B, E] L2-normalised video embedding.
