@@ -97,7 +97,8 @@ TEMPLATES = (
 # Training captions that name the cues of one or two streams only (never used for test captions,
 # whose job is to pick out one video). A query naming one cue ("something beeping") then lands
 # where the model has learned that the unnamed cues do not matter: in the demo (300 videos, seed 0)
-# fusion's held-out precision@5 went from 62.5/65.7/56.7% (object/activity/sound queries) to 78.3/65.7/93.3%.
+# fusion's held-out precision@5 went from 62.5/65.7/56.7% (object/activity/sound queries) to 78.3/65.7/93.3%
+# (the backbones of the time).
 PARTIAL_TEMPLATES = (
     "a {size} {colour} {shape}",
     "a {size} {shape}",

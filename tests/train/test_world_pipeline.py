@@ -143,7 +143,7 @@ def test_the_full_demo_meets_the_retrieval_bar(full: tuple[Path, dict]) -> None:
     assert report["max_difference"] <= 0.5
 
 
-_UNMET = pytest.mark.xfail(strict=True, reason="issue 11 open: fusion precision@5 on these queries is 55-81% (README, "
+_UNMET = pytest.mark.xfail(strict=True, reason="issue 11 open: fusion precision@5 on these queries is 86-87% (README, "
                                               "'Not met yet'); strict, so this marker must go when the bar is met")
 
 
