@@ -260,20 +260,15 @@ class _Trainer:
         m = {k: v[vids] for k, v in d.masks.items()}
         lens = d.lengths[rows]
         tok = d.ids[rows, : int(lens.max())]
-        # A batch often holds two captions of one video, or one sentence twice (short captions
-        # repeat): such pairs match, so neither is the other's negative.
-        same = (vids.view(-1, 1) == vids.view(1, -1)) | (
-            (lens.view(-1, 1) == lens.view(1, -1)) & (tok.unsqueeze(1) == tok.unsqueeze(0)).all(dim=-1))
         total = torch.zeros((), device=self.device)
         for sp in self.model.spaces.values():
             v, a, present = sp.video_parts(f, m)
             if a is not None:
-                total = total + ranking_loss(sp.fuse(v, a, present), sp.text(tok, lens), margin, mode, same)
+                total = total + ranking_loss(sp.fuse(v, a, present), sp.text(tok, lens), margin, mode)
                 if int(present.sum()) >= 2:  # the video-audio pair loss of a shared space
-                    pv = vids[present]
-                    total = total + ranking_loss(v[present], a[present], margin, mode, pv.view(-1, 1) == pv.view(1, -1))
+                    total = total + ranking_loss(v[present], a[present], margin, mode)
             else:
-                total = total + ranking_loss(v, sp.text(tok, lens), margin, mode, same)
+                total = total + ranking_loss(v, sp.text(tok, lens), margin, mode)
         return total
 
     def step(self, rows: torch.Tensor) -> float:

@@ -9,8 +9,7 @@ from jemc_infer.config import LossMode
 from jemc_infer.errors import InputShapeError
 
 
-def ranking_loss(video: Tensor, text: Tensor, margin: float = 0.2, mode: LossMode | str = LossMode.WEIGHTED,
-                 positives: Tensor | None = None) -> Tensor:
+def ranking_loss(video: Tensor, text: Tensor, margin: float = 0.2, mode: LossMode | str = LossMode.WEIGHTED) -> Tensor:
     """Bidirectional hinge ranking loss, summed over the batch.
 
     Row i of ``video`` matches row i of ``text``; every other row is a negative. With
@@ -27,8 +26,6 @@ def ranking_loss(video: Tensor, text: Tensor, margin: float = 0.2, mode: LossMod
             by ``1 + 1/(N - r + 1)`` where r is the 1-based rank of its positive among the N
             candidates — strict ``>`` counts, so ties favour the positive; no gradient flows
             through the weight).
-        positives: optional bool [N, N]: pairs (i, j) that also match (another caption of the same
-            video, or the same sentence); they are not negatives. The diagonal always matches.
 
     Returns:
         A scalar tensor.
@@ -44,10 +41,6 @@ def ranking_loss(video: Tensor, text: Tensor, margin: float = 0.2, mode: LossMod
     scores = video @ text.T
     diag = scores.diagonal()
     off = ~torch.eye(n, dtype=torch.bool, device=scores.device)
-    if positives is not None:
-        if positives.shape != (n, n):
-            raise InputShapeError(f"ranking_loss | positives {list(positives.shape)} | expected [{n}, {n}]")
-        off = off & ~positives
     cost_v2t = (margin + scores - diag.view(n, 1)).clamp(min=0) * off  # row i: video query i
     cost_t2v = (margin + scores - diag.view(1, n)).clamp(min=0) * off  # column j: text query j
     if mode is LossMode.SUM:
@@ -57,8 +50,8 @@ def ranking_loss(video: Tensor, text: Tensor, margin: float = 0.2, mode: LossMod
     if mode is LossMode.HARDEST:
         return hard_v2t.sum() + hard_t2v.sum()
     with torch.no_grad():
-        rank_v2t = 1 + ((scores > diag.view(n, 1)) & off).sum(dim=1)  # rank of text i for video query i
-        rank_t2v = 1 + ((scores > diag.view(1, n)) & off).sum(dim=0)  # rank of video j for text query j
+        rank_v2t = 1 + (scores > diag.view(n, 1)).sum(dim=1)  # rank of text i for video query i
+        rank_t2v = 1 + (scores > diag.view(1, n)).sum(dim=0)  # rank of video j for text query j
         w_v2t = 1 + 1 / (n - rank_v2t + 1).to(scores.dtype)
         w_t2v = 1 + 1 / (n - rank_t2v + 1).to(scores.dtype)
     return (w_v2t * hard_v2t).sum() + (w_t2v * hard_t2v).sum()
