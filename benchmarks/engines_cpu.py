@@ -20,14 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from paper_model import paper_model
 
-from jemc_infer.config import ModelConfig, SpaceConfig
 from jemc_infer.engines.onnxruntime import OnnxruntimeEngine
 from jemc_infer.engines.torch import TorchEngine
 from jemc_infer.export.onnx import export_bundle
 from jemc_infer.export.specs import ShapeLimits
-from jemc_infer.nn import JEMC, save_model
-from jemc_infer.text import SPECIALS, Vocabulary
 
 
 def _timings(engine, inputs: dict, iters: int) -> list[float]:  # noqa: ANN001
@@ -54,12 +52,8 @@ def main() -> None:
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
                                 f"({torch.get_num_threads()} threads)"}
     with tempfile.TemporaryDirectory() as tmp:
-        vocab = Vocabulary(words=SPECIALS + tuple(f"w{i}" for i in range(10_000 - 4)))
-        config = ModelConfig(spaces=(SpaceConfig("object", ("resnet",)), SpaceConfig("activity", ("i3d", "audio"))),
-                             vocab_size=len(vocab))
-        torch.manual_seed(0)
         bundle = Path(tmp) / "model"
-        save_model(JEMC(config), vocab, bundle)
+        _, vocab = paper_model(bundle)
         backbones = None
         if args.backbones:
             from jemc_infer.nn.backbones import load_backbones

@@ -24,15 +24,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
+from paper_model import paper_model
 
 from jemc_infer.bundle import read_bundle
-from jemc_infer.config import ModelConfig, SpaceConfig
 from jemc_infer.export.onnx import export_bundle
 from jemc_infer.export.text_int8 import gru_weights, text_loop_model, write_text_int8
-from jemc_infer.nn import JEMC, save_model
 from jemc_infer.specs import text_spec
-from jemc_infer.text import SPECIALS, Vocabulary
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -69,13 +66,8 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        vocab = Vocabulary(words=SPECIALS + tuple(f"w{i}" for i in range(10_000 - 4)))
-        config = ModelConfig(spaces=(SpaceConfig("object", ("resnet",)), SpaceConfig("activity", ("i3d", "audio"))),
-                             vocab_size=len(vocab))
-        torch.manual_seed(0)
         bundle = Path(tmp) / "model"
-        model = JEMC(config)
-        save_model(model, vocab, bundle)
+        model, vocab = paper_model(bundle)
         export_bundle(bundle, only=("text",), echo=lambda s: None)
         spec = text_spec(read_bundle(bundle).config)
         paths = {"fp32 (ONNX GRU)": bundle / "onnx" / "text.onnx", "fp32 (Loop of MatMuls)": Path(tmp) / "loop.onnx",
