@@ -74,13 +74,14 @@ class _Graph:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
-def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, normalize: bool = True) -> Any:
+def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, confidence: float = 0.0) -> Any:
     """The fp32 text graph in MatMul form (an ``onnx.ModelProto``), same inputs and outputs as ``spec``.
 
     Args:
         weights: :func:`gru_weights`, one per output of ``spec`` (``text_<space>``).
         spec: The text graph's spec (``ids`` int64 [batch, seq], ``lengths`` int64 [batch]).
-        normalize: L2-normalise each output; False for ``ModelConfig.text_confidence``.
+        confidence: ``ModelConfig.text_confidence``: 0 L2-normalises each output; γ > 0 scales
+            the unit vector by the last state's norm to the power γ (γ = 1: the state as it is).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -90,8 +91,9 @@ def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, norma
         g.const(name, np.array(value, np.int64))
     g.const("hidden_shape", np.array([hidden], np.int64))
     g.const("spaces_shape", np.array([spaces], np.int64))
-    if normalize:
+    if confidence != 1:
         g.const("eps", np.array(1e-12, np.float32))  # F.normalize's eps
+        g.const("power", np.array(confidence - 1, np.float32))
     g.const("shut", np.concatenate([np.zeros(hidden), np.full(hidden, SHUT), np.zeros(hidden)]).astype(np.float32))
     shape = g.op("Shape", ["ids"], ["ids_shape"])
     batch = g.op("Slice", [shape, "i0", "i1"], ["batch"])
@@ -136,12 +138,15 @@ def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, norma
     finals = g.op("Split", ["h_last"], [f"h_last_{s}" for s in range(spaces)], axis=0, num_outputs=spaces) if spaces > 1 else "h_last"
     finals = [finals] if isinstance(finals, str) else finals
     for s, out in enumerate(spec.outputs):
-        if not normalize:  # ModelConfig.text_confidence: the last state as it is
+        if confidence == 1:  # ModelConfig.text_confidence 1: the last state as it is
             g.op("Squeeze", [finals[s], "i0"], [out.name])
             continue
         v = g.op("Squeeze", [finals[s], "i0"], [f"v_{s}"])
         norm = g.op("Max", [g.op("ReduceL2", [v, "i1"], [f"norm_{s}"], keepdims=1), "eps"], [f"norm_eps_{s}"])
-        g.op("Div", [v, norm], [out.name])
+        if confidence == 0:
+            g.op("Div", [v, norm], [out.name])
+        else:  # v · max(|v|, ε)^(γ-1), as jemc_infer.nn.jemc.confidence_scale
+            g.op("Mul", [v, g.op("Pow", [norm, "power"], [f"scale_{s}"])], [out.name])
 
     def io(t: Any) -> Any:
         kind = {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT}[t.dtype]
@@ -163,7 +168,7 @@ def write_text_int8(model: Any, spec: GraphSpec, path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = path.with_name(path.stem + ".matmul.onnx")
-    onnx.save(text_loop_model(gru_weights(model), spec, normalize=not model.config.text_confidence), str(fp32))
+    onnx.save(text_loop_model(gru_weights(model), spec, confidence=model.config.text_confidence), str(fp32))
     try:
         onnx.checker.check_model(str(fp32), full_check=True)
         # per-tensor weights: per-channel measured no more accurate here, and slower

@@ -2,8 +2,8 @@
 
 A model is a list of joint spaces. Each space has its own text encoder (embedding → GRU → last
 real token → L2-normalise) and a video head (Linear over the concatenation of the features it
-names → L2-normalise). The retrieval score is ``Σ_s weight_s · cos_s`` (with ``text_confidence``,
-each cosine also times the norm of the space's text state).
+names → L2-normalise). The retrieval score is ``Σ_s weight_s · cos_s`` (with ``text_confidence`` γ,
+each cosine also times the norm of the space's text state to the power γ).
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ class ModelConfig:
     feature_dims: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FEATURE_DIMS))
     word_dim: int = 300  # word-embedding size
     embed_dim: int = 1024  # joint-space size (= GRU hidden size)
-    # False (the paper): every space's text embedding is L2-normalised, the score Σ_s w_s·cos_s.
-    # True: the text embedding is the GRU's last state as it is, so each space's cosine counts by
-    # the norm of that state: a space whose text encoder responds weakly to a query ("a large
-    # star" in the activity space) counts less. Training is unchanged (its losses use cosines).
-    text_confidence: bool = False
+    # 0 (the paper): every space's text embedding is L2-normalised, the score Σ_s w_s·cos_s.
+    # γ > 0: the text embedding is the unit vector times |h|^γ, h the GRU's last state, so each
+    # space's cosine counts by that norm to the power γ: a space whose text encoder responds weakly
+    # to a query ("a large star" in the activity space) counts less. Training is unchanged (its
+    # losses use cosines); a bundle written when this was a yes/no setting reads True as 1.
+    text_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -79,6 +80,8 @@ class ModelConfig:
         for key in ("vocab_size", "word_dim", "embed_dim"):
             if getattr(self, key) < 1:
                 problems.append(f"{key}={getattr(self, key)} (expected >= 1)")
+        if not 0 <= self.text_confidence <= 8:  # also refuses NaN
+            problems.append(f"text_confidence={self.text_confidence} (expected 0, the paper, or a power in (0, 8])")
         if self.vocab_size < 4 and self.vocab_size >= 1:
             problems.append(f"vocab_size={self.vocab_size} (expected >= 4: the special tokens)")
         if problems:
@@ -118,7 +121,7 @@ class ModelConfig:
                 feature_dims={str(k): int(v) for k, v in data.get("feature_dims", DEFAULT_FEATURE_DIMS).items()},
                 word_dim=int(data.get("word_dim", 300)),
                 embed_dim=int(data.get("embed_dim", 1024)),
-                text_confidence=bool(data.get("text_confidence", False)),
+                text_confidence=float(data.get("text_confidence", 0.0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             if isinstance(err, InputError):

@@ -60,7 +60,7 @@ class TrainConfig:
     loss: LossMode | None = None  # None: the preset's loss
     word_dim: int = 300  # word-embedding size
     embed_dim: int = 1024  # joint-space size
-    text_confidence: bool = False  # ModelConfig.text_confidence: weigh each space's cosine by its text state's norm
+    text_confidence: float = 0.0  # ModelConfig.text_confidence: weigh each space's cosine by its text state's norm to this power
     min_count: int = 4  # vocabulary threshold
     seed: int = 0
     checkpoint_seconds: float = 120.0  # also checkpoint within an epoch this often

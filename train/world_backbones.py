@@ -234,7 +234,7 @@ def train_backbones(world: Path | str, out: Path | str | None = None, recipe: Re
          + ", ".join(f"{n} {k} examples" for k, n in examples["train"].counts().items()) + f" ({time.monotonic() - t0:.0f} s)")
     nets: dict[str, Any] = {"object": ObjectBackbone(kind="vgg-compact"), "activity": ActivityBackbone("c3d-compact"),
                             "audio": AudioBackbone()}
-    report: dict[str, Any] = {"world": str(w.root), "seed": w.seed, "trained_on": "train", "recipe": {
+    report: dict[str, Any] = {"world": str(w.root), "seed": w.seed, "format": world_module.BACKBONES_FORMAT, "trained_on": "train", "recipe": {
         "epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size, "seed": recipe.seed,
         "sampling": TRAIN_SAMPLING.to_json(), "audio_crop": AUDIO_CROP}, "streams": {}}
     for stream, backbone in nets.items():

@@ -38,8 +38,9 @@ def table1(
     lr_step: Annotated[int, typer.Option(min=1, help="Decay the learning rate every N epochs.")] = 15,
     loss: Annotated[str | None, typer.Option(help="Train every row with this loss (sum, hardest, weighted) "
                                                   "instead of each preset's own.")] = None,
-    text_confidence: Annotated[bool, typer.Option(help="Weigh each space's cosine by the norm of its text encoder's state "
-                                                       "(the paper: plain cosines). Lets a fused model answer a query only one space can.")] = False,
+    text_confidence: Annotated[float, typer.Option(min=0.0, max=8.0, help="Weigh each space's cosine by the norm of its text encoder's "
+                                                         "state to this power (0, the paper: plain cosines; the demo uses 2). "
+                                                         "Lets a fused model answer a query only one space can.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no per-epoch lines (each run's log.jsonl keeps them).")] = False,

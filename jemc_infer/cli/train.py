@@ -31,8 +31,9 @@ def train(
     grad_clip: Annotated[float, typer.Option(min=0.0, help="Max gradient norm per space.")] = 2.0,
     embed_dim: Annotated[int, typer.Option(min=1, help="Joint-space size.")] = 1024,
     word_dim: Annotated[int, typer.Option(min=1, help="Word-embedding size.")] = 300,
-    text_confidence: Annotated[bool, typer.Option(help="Weigh each space's cosine by the norm of its text encoder's state "
-                                                       "(the paper: plain cosines). Lets a fused model answer a query only one space can.")] = False,
+    text_confidence: Annotated[float, typer.Option(min=0.0, max=8.0, help="Weigh each space's cosine by the norm of its text encoder's "
+                                                         "state to this power (0, the paper: plain cosines; the demo uses 2). "
+                                                         "Lets a fused model answer a query only one space can.")] = 0.0,
     min_count: Annotated[int, typer.Option(min=1, help="Vocabulary: keep words seen this often.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed (runs are deterministic on the CPU).")] = 0,
     checkpoint_seconds: Annotated[float, typer.Option(min=0.0, help="Checkpoint within an epoch this often.")] = 120.0,

@@ -11,7 +11,12 @@ feature pipeline, exported graphs and engines, and load through the same ``--wei
   after a 4× average pool: ``[N, 3, 224, 224]`` → ``[N, 128]``.
 - :class:`CompactC3D` (``c3d-compact``): 3×3×3 convolutions and 3-D max pools (C3D's plain
   design, the 3-D CNN family I3D belongs to), after a 4× spatial average pool:
-  ``[N, 3, T, 224, 224]`` → ``[N, 128]``.
+  ``[N, 3, T, 224, 224]`` → ``[N, 128]``. It sees each frame beside its difference from the frame
+  before and from the clip's first frame — the cheapest motion stream, in the place of two-stream
+  I3D's optical flow. On the demo's world (seed 0, same recipe), activity accuracy on held-out
+  videos (validation / test): frames alone 73% / 77%, with the difference from the frame before
+  87% / 82%, with both differences 90% / 92%; the gain is on growing, shrinking and still, whose
+  cue is an edge that moves a pixel or two in a whole clip.
 
 Every convolution is followed by batch normalisation (in the exported graphs, a fixed scale and
 shift): on the demo's world (seed 0) it raised the frame CNN's shape accuracy on held-out frames
@@ -27,6 +32,7 @@ SoundNet-8 itself trains in seconds. The full-size backbones stay the default fo
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 OBJECT_POOL = 4  # 224 → 56 before the first convolution
@@ -62,6 +68,16 @@ class CompactVGG(nn.Module):
         return self.body(self.pool(images))
 
 
+class FrameDifference(nn.Module):
+    """``[N, C, T, H, W]`` → ``[N, 3C, T-1, H, W]``: frames 1…T-1, each one's difference from the
+    frame before (×4: the motion of a frame is a small change) and from frame 0 (×2: the motion
+    so far, which shows a slow change such as growing)."""
+
+    def forward(self, clips: Tensor) -> Tensor:
+        later = clips[:, :, 1:]
+        return torch.cat([later, 4.0 * (later - clips[:, :, :-1]), 2.0 * (later - clips[:, :, :1])], dim=1)
+
+
 class CompactC3D(nn.Module):
     """``[N, 3, T, H, W]`` in [-1, 1] → ``[N, 128]`` (T ≥ 4, H, W ≥ 32).
 
@@ -76,7 +92,7 @@ class CompactC3D(nn.Module):
         self.pool = nn.AvgPool3d((1, ACTIVITY_POOL, ACTIVITY_POOL))
         # Motion is a pixel or two per frame at 56 px: the first two convolutions see 28 px.
         self.body = nn.Sequential(
-            *_conv3d(3, 16, (1, 2, 2)), *_conv3d(16, 32, (2, 1, 1)), nn.MaxPool3d((1, 2, 2)),
+            FrameDifference(), *_conv3d(9, 16, (1, 2, 2)), *_conv3d(16, 32, (2, 1, 1)), nn.MaxPool3d((1, 2, 2)),
             *_conv3d(32, 64), nn.MaxPool3d(2),
             *_conv3d(64, 64), nn.Conv3d(64, FEATURE_DIM, 1), nn.AdaptiveMaxPool3d(1), nn.Flatten())
 

@@ -13,6 +13,13 @@ from torch import Tensor, nn
 
 from jemc_infer.config import ModelConfig, SpaceConfig
 
+EPS = 1e-12  # F.normalize's
+
+
+def confidence_scale(h: Tensor, gamma: float) -> Tensor:
+    """``h / |h| · |h|^γ`` per row (``ModelConfig.text_confidence``), as ``h · max(|h|, ε)^(γ-1)``."""
+    return h * h.norm(dim=1, keepdim=True).clamp_min(EPS).pow(gamma - 1)
+
 
 class TextEncoder(nn.Module):
     """Word embedding → 1-layer GRU over right-padded ids → output at ``length - 1`` → L2-norm.
@@ -111,10 +118,13 @@ class JEMC(nn.Module):
         self.spaces = nn.ModuleDict({s.name: JointSpace(config, s) for s in config.spaces})
 
     def encode_text(self, ids: Tensor, lengths: Tensor) -> dict[str, Tensor]:
-        """Space name → [B, E] text embedding: L2-normalised, or with ``config.text_confidence``
-        the GRU's last state as it is (its norm weighs the space's cosine)."""
-        normalize = not self.config.text_confidence
-        return {name: sp.text(ids, lengths, normalize=normalize) for name, sp in self.spaces.items()}
+        """Space name → [B, E] text embedding: L2-normalised, or with ``config.text_confidence`` γ
+        the unit vector times the GRU's last state's norm to the power γ (which weighs the space's cosine)."""
+        gamma = self.config.text_confidence
+        out = {name: sp.text(ids, lengths, normalize=not gamma) for name, sp in self.spaces.items()}
+        if gamma and gamma != 1:  # γ = 1: the last state as it is
+            out = {k: confidence_scale(h, gamma) for k, h in out.items()}
+        return out
 
     def encode_video(self, features: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Space name → [B, E] L2-normalised video embedding.

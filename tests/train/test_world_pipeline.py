@@ -92,6 +92,24 @@ def test_a_rerun_reuses_what_is_built(mini: tuple[Path, dict]) -> None:
     assert report["max_difference"] <= 0.5
 
 
+def test_backbones_of_an_older_design_are_not_reused(tmp_path: Path) -> None:
+    """Weights of an older compact design do not load into today's networks: the demo trains them
+    again (and drops what was made from them) instead of failing on them."""
+    import json
+
+    from jemc_infer.train import demo as demo_module
+    from jemc_infer.train.world_backbones import FILES
+
+    root, weights = tmp_path / "world", tmp_path / "world" / "weights"
+    weights.mkdir(parents=True)
+    for name in FILES.values():
+        (weights / name).write_bytes(b"x")
+    report = {"seed": 0, "world": str(root), "streams": {s: {"file": f} for s, f in FILES.items()}}
+    for fmt, reused in ((world_module.BACKBONES_FORMAT, True), (world_module.BACKBONES_FORMAT - 1, False), (None, False)):
+        (weights / "backbones.json").write_text(json.dumps({**report, "format": fmt}), encoding="utf-8")
+        assert demo_module._backbones_match(weights, root, 0) is reused, fmt
+
+
 class _SwapRedBlue(EngineEncoder):
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         return super().encode_frames(np.ascontiguousarray(frames[..., ::-1]))
@@ -143,8 +161,10 @@ def test_the_full_demo_meets_the_retrieval_bar(full: tuple[Path, dict]) -> None:
     assert report["max_difference"] <= 0.5
 
 
-_UNMET = pytest.mark.xfail(strict=True, reason="issue 11 open: fusion precision@5 on these queries is 86-87% (README, "
-                                              "'Not met yet'); strict, so this marker must go when the bar is met")
+# Not strict: the backbones' training is not bit-for-bit repeatable (two runs with one seed wrote
+# different weights), and a rerun moves these figures by a few points around the bar (README).
+_UNMET = pytest.mark.xfail(strict=False, reason="issue 11 open: fusion precision@5 on these queries is 87-90% (README, "
+                                               "'Not met yet'); an XPASS is a lucky run, not the bar met")
 
 
 @pytest.mark.slow
