@@ -57,11 +57,11 @@ def timed(name):
     setattr(Q, name, g)
 for name in ("open_engine", "encode_queries", "search"):
     timed(name)
-from jemc_infer.cli import app
+from jemc_infer.cli import run
 t3 = time.perf_counter()
 sys.argv = ["jemc-infer", "query", *sys.argv[1:]]
 try:
-    app()
+    run()
 except SystemExit:
     pass
 t4 = time.perf_counter()

@@ -1,5 +1,5 @@
 """``python -m jemc_infer``: the ``jemc-infer`` command."""
 
-from jemc_infer.cli import app
+from jemc_infer.cli import run
 
-app(prog_name="jemc-infer")
+run()

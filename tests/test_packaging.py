@@ -88,7 +88,7 @@ def test_wheel_holds_every_file_of_the_package_trees(dist: dict[str, Path]) -> N
         metadata = z.read(f"{info}/METADATA").decode()
         entry_points = z.read(f"{info}/entry_points.txt").decode()
     assert "License-Expression: Apache-2.0" in metadata and f"Version: {__version__}" in metadata
-    assert "jemc-infer = jemc_infer.cli:app" in entry_points
+    assert "jemc-infer = jemc_infer.cli:run" in entry_points
 
 
 def test_sdist_holds_every_file_and_builds_the_same_wheel(dist: dict[str, Path]) -> None:

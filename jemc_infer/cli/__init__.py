@@ -1,44 +1,45 @@
 """The ``jemc-infer`` command line: a thin shell over the library, one file per command.
 
 Heavy modules (torch, onnxruntime) are imported inside the commands that need them, so
-``jemc-infer --help`` is fast and works on a runtime-only install.
+``jemc-infer --help`` is fast and works on a runtime-only install. A run builds only the command it
+names (:func:`run`): ``jemc-infer query`` neither imports nor builds the other twelve, which was a
+tenth of its cold start. ``app`` (every command) is built on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
 
 from jemc_infer.cli import _common
-from jemc_infer.cli.data import app as data_app
-from jemc_infer.cli.demo import app as demo_app
-from jemc_infer.cli.doctor import app as doctor_app
-from jemc_infer.cli.embed import app as embed_app
-from jemc_infer.cli.evaluate import app as evaluate_app
-from jemc_infer.cli.export import app as export_app
-from jemc_infer.cli.features import app as features_app
-from jemc_infer.cli.index import app as index_app
-from jemc_infer.cli.query import app as query_app
-from jemc_infer.cli.serve import app as serve_app
-from jemc_infer.cli.table1 import app as table1_app
-from jemc_infer.cli.train import app as train_app
-from jemc_infer.cli.world import app as world_app
 
-app = typer.Typer(
-    name="jemc-infer",
-    help="Search video collections with sentences (JEMC joint embeddings).\n\n"
-    "Search: jemc-infer embed videos/ --model model && jemc-infer query \"a man cooking\"\n\n"
-    "Serve:  jemc-infer serve --index jemc-index (a search page at http://127.0.0.1:8000/)\n\n"
-    "Train:  jemc-infer data synth --out data && jemc-infer train --data data --preset jemc --out model\n\n"
-    "Deploy: jemc-infer export model --weights DIR",
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
+HELP = ("Search video collections with sentences (JEMC joint embeddings).\n\n"
+        "Search: jemc-infer embed videos/ --model model && jemc-infer query \"a man cooking\"\n\n"
+        "Serve:  jemc-infer serve --index jemc-index (a search page at http://127.0.0.1:8000/)\n\n"
+        "Train:  jemc-infer data synth --out data && jemc-infer train --data data --preset jemc --out model\n\n"
+        "Deploy: jemc-infer export model --weights DIR")
+# Command → its module in this package, and the help of a group of commands (None: one command).
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "embed": ("embed", None),
+    "query": ("query", None),
+    "serve": ("serve", None),
+    "index": ("index", "Inspect an index, or add its compact copy."),
+    "data": ("data", "Create feature datasets (synthetic, MSR-VTT, MSVD)."),
+    "features": ("features", None),
+    "train": ("train", None),
+    "evaluate": ("evaluate", None),
+    "table1": ("table1", None),
+    "export": ("export", None),
+    "doctor": ("doctor", None),
+    "demo": ("demo", None),
+    "world": ("world", "A synthetic world with known answers: make it, train its backbones."),
+}
 
 
-@app.callback(invoke_without_command=True)
 def main(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
@@ -60,16 +61,30 @@ def main(
         raise typer.Exit(code=2)  # as Click's no_args_is_help: a bare `jemc-infer` is not a successful run
 
 
-app.add_typer(embed_app)
-app.add_typer(query_app)
-app.add_typer(serve_app)
-app.add_typer(index_app, name="index", help="Inspect an index, or add its compact copy.")
-app.add_typer(data_app, name="data", help="Create feature datasets (synthetic, MSR-VTT, MSVD).")
-app.add_typer(features_app)
-app.add_typer(train_app)
-app.add_typer(evaluate_app)
-app.add_typer(table1_app)
-app.add_typer(export_app)
-app.add_typer(doctor_app)
-app.add_typer(demo_app)
-app.add_typer(world_app, name="world", help="A synthetic world with known answers: make it, train its backbones.")
+def build(command: str | None = None) -> typer.Typer:
+    """The ``jemc-infer`` app with every command, or with ``command`` alone (its module is the
+    only one imported)."""
+    app = typer.Typer(name="jemc-infer", help=HELP, add_completion=False, pretty_exceptions_show_locals=False)
+    app.callback(invoke_without_command=True)(main)
+    for name, (module, group_help) in COMMANDS.items():
+        if command is None or name == command:
+            sub = importlib.import_module(f"jemc_infer.cli.{module}").app
+            if group_help is None:
+                app.add_typer(sub)
+            else:
+                app.add_typer(sub, name=name, help=group_help)
+    return app
+
+
+def run() -> None:
+    """The ``jemc-infer`` command: the app with the command the arguments name (every command for
+    ``--help``, ``--version``, no command or an unknown one, whose error lists them all)."""
+    named = next((a for a in sys.argv[1:] if not a.startswith("-")), None)  # the global options are flags
+    build(named if named in COMMANDS else None)(prog_name="jemc-infer")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # every command, for tests and embedding (built once)
+        globals()["app"] = build()
+        return globals()["app"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
