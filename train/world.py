@@ -525,11 +525,15 @@ def write_video(path: Path, truth: VideoTruth) -> Path:
     rng = np.random.default_rng(truth.seed)
     _, vcodec, acodec, _ = CONTAINERS[truth.container]
     tmp = path.with_name(path.name + ".part")
-    with av.open(str(tmp), "w", format=truth.container) as out:
+    # bitexact: no muxing date or random segment id (Matroska, WebM), so one seed writes the same bytes
+    with av.open(str(tmp), "w", format=truth.container, options={"fflags": "+bitexact"}) as out:
         vs = out.add_stream(vcodec, rate=truth.fps)
         vs.width, vs.height, vs.pix_fmt, vs.bit_rate = truth.width, truth.height, "yuv420p", truth.bitrate
         # The fastest settings: these tiny videos are many, and quality is not the point.
-        vs.options = {"libx264": {"preset": "veryfast"}, "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"}}.get(vcodec, {})
+        # One x264 thread: threaded, it wrote different pixels for one video on each of four runs
+        # (single-threaded, 2 of 300 files still differed between two worlds made under load).
+        vs.options = {"libx264": {"preset": "veryfast", "threads": "1"},
+                      "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"}}.get(vcodec, {})
         ast = out.add_stream(acodec, rate=truth.sample_rate, layout="mono") if truth.has_audio else None
         for k, img in enumerate(render_frames(truth, rng)):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -557,7 +561,8 @@ def make_world(out: Path | str, n_videos: int = 300, seed: int = 0, workers: int
         out: The folder to write (created; files already there are overwritten).
         n_videos: How many videos. Defaults to 300.
         seed: Everything (truth, captions, pixels, samples) follows from it. Defaults to 0.
-        workers: Processes encoding videos (the files do not depend on it). Defaults to 1.
+        workers: Processes encoding videos (what they write does not depend on it, but for x264's
+            rare differences: README). Defaults to 1.
         on_video: Called after each video is written (progress).
 
     Returns:
