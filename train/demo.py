@@ -149,7 +149,8 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
     model = table / "jemc"
     r = _Runner(echo)
     t0 = time.monotonic()
-    derived = (features, features.with_name(features.name + ".work"), table, index, out / REPORT)
+    # made from the world and its backbones (test-videos: hard links to a world's files, kept by name)
+    derived = (features, features.with_name(features.name + ".work"), table, index, test_videos, out / REPORT)
     if _world_matches(root, settings):
         echo(f"reusing the world in {root}")
     else:
