@@ -13,6 +13,8 @@ from pathlib import Path
 
 from jemc_infer.errors import InputError
 
+TAKEOVER_WAIT = 5.0  # seconds a dead writer's lock may stay held by a process it was starting
+
 
 class WriterLock:
     """The writer lock of a store (an index, a feature work folder); release it when done.
@@ -25,15 +27,25 @@ class WriterLock:
         self.messages: list[str] = []  # for the user: a dead writer's lock taken over
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         previous = os.pread(fd, 200, 0).decode(errors="replace").split()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = f"pid {previous[0]}" if previous else "another process"
-            raise InputError(f"{path.parent} | being written by {holder} | expected one writer at a time: wait for it to "
-                             "finish, or stop it (a killed writer's lock is taken over automatically)") from None
+        # A writer that died this instant may leave its lock, for a moment, with a process it was
+        # forking (until that one closes the descriptor it inherited, before exec): wait that out.
+        deadline = time.monotonic() + TAKEOVER_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                dead = bool(previous) and previous[0].isdigit() and not _alive(int(previous[0]))
+                if dead and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                os.close(fd)
+                holder = f"pid {previous[0]}" if previous else "another process"
+                raise InputError(f"{path.parent} | being written by {holder} | expected one writer at a time: wait for it "
+                                 "to finish, or stop it (a killed writer's lock is taken over automatically)") from None
         if previous and previous[0].isdigit() and int(previous[0]) != os.getpid():
             # flock is free, so the pid left in the file is a writer that died without closing
             state = "not running" if not _alive(int(previous[0])) else "no longer holding it"
