@@ -153,8 +153,8 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
     derived = (features, features.with_name(features.name + ".work"), table, index, test_videos, out / REPORT)
     if _world_matches(root, settings):
         echo(f"reusing the world in {root}")
-    else:
-        _remove(derived)
+    else:  # a new world: backbones trained on another one's training split must not be reused
+        _remove((weights, *derived))
         r.run("world", "world", "make", "--out", str(root), "--videos", str(settings.videos), "--seed", str(settings.seed),
               "--workers", str(settings.workers))
     world = world_module.load_world(root)

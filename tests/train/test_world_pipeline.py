@@ -110,6 +110,32 @@ def test_backbones_of_an_older_design_are_not_reused(tmp_path: Path) -> None:
         assert demo_module._backbones_match(weights, root, 0) is reused, fmt
 
 
+def test_a_new_world_drops_what_the_old_one_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another world in the same folder: its backbones (trained on the old world's training split,
+    which may hold the new one's test videos), features, models, index and test videos all go."""
+    import json
+
+    from jemc_infer.train import demo as demo_module
+
+    made = ["world/weights/vgg_compact.safetensors", "features/resnet.npy", "models/jemc/config.json",
+            "index/lock", "test-videos/world0001.mp4", "report.json"]
+    for name in made:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "world" / "world.json").write_text(json.dumps({"seed": 0, "n_videos": 40}), encoding="utf-8")
+
+    class Stop(Exception):
+        pass
+
+    def stop(self, step: str, *args: str) -> None:
+        raise Stop(step)
+
+    monkeypatch.setattr(demo_module._Runner, "run", stop)
+    with pytest.raises(Stop, match="world"):
+        run_demo(DemoSettings(out=tmp_path, videos=50), echo=lambda line: None)
+    assert [name for name in made if (tmp_path / name).exists()] == []
+
+
 class _SwapRedBlue(EngineEncoder):
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         return super().encode_frames(np.ascontiguousarray(frames[..., ::-1]))
