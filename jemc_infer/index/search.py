@@ -25,7 +25,7 @@ _CHUNK_BYTES = 64 << 20
 # cache between the conversion and the product that reads it back.
 _HALF_CHUNK_BYTES = 8 << 20
 # Largest nq * max(k, 50) the compact copy is used for by default (measured: RESULTS.md).
-_COMPACT_WORK = 4096
+_COMPACT_WORK = 64 * 1000
 # Bound on a chunk's [nq, rows] score block, so that memory stays flat for small D or many queries.
 _SCORE_BYTES = 8 << 20
 
@@ -57,8 +57,8 @@ def search(
             full rows (:mod:`jemc_infer.index.compact`; the same ids, a quarter of the bytes, scores
             rounded from float64). None: where the source has a copy of every shard (``embed``
             writes it; ``jemc-infer index compact`` adds it to an older index), ``chunk_rows`` is
-            not set and the batch is small: nq * max(k, 50) <= 4096 (with more queries the scan is
-            bound by arithmetic, not bytes, and the full scan's BLAS is faster: benchmarks/RESULTS.md);
+            not set and nq * max(k, 50) <= 64,000 (measured up to 64 queries at k = 1000; beyond, the
+            candidates' rescoring grows with nq * k and the full scan's BLAS is used: benchmarks/RESULTS.md);
             False: never; True: required.
 
     Returns:

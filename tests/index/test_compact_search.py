@@ -124,6 +124,27 @@ def test_near_ties_and_straddling_bounds_at_the_kth_place() -> None:
         check(source, queries, k)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_the_scan_split_across_threads_answers_as_one(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One block per product call, runs of blocks per thread: each thread's bounds see only its
+    rows (its own threshold, its own candidates) and the merge must still give the oracle's answer,
+    near-ties split between threads included."""
+    monkeypatch.setattr(c8, "SCAN_THREADS", threads)
+    monkeypatch.setattr(c8, "_GROUP_SCORES", c8.BLOCK)  # one block per call: many calls to split
+    rng = np.random.default_rng(threads)
+    base = rng.standard_normal(32).astype(np.float32)
+    base /= np.linalg.norm(base)
+    ties = np.repeat(base[None], 2500, axis=0) * (1 + rng.integers(-2, 3, (2500, 32)).astype(np.float32) * np.float32(2**-23))
+    order = rng.permutation(6000)  # the near-ties spread over every block, so over every thread
+    rows = np.concatenate([ties, rng.standard_normal((3500, 32)).astype(np.float32) * 0.3])[order]
+    ids = np.arange(6000, dtype=np.int64)
+    ids[rng.random(6000) < 0.1] = -1
+    source = InMemory((Shard(rows[:3700].astype(np.float32), ids[:3700]), Shard(rows[3700:].astype(np.float32), ids[3700:])))
+    queries = np.stack([base, rng.standard_normal(32).astype(np.float32)])
+    for k in (1, 10, 1000, 2400, 6000):
+        check(source, queries, k)
+
+
 def test_special_rows_nan_inf_huge_zero_and_dead() -> None:
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2100, 16)).astype(np.float32)
