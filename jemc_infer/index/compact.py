@@ -282,8 +282,9 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
     (every shard with a live row is in one; see :func:`covers`). Same contract as ``search``.
 
     The int8 scan runs in up to :data:`SCAN_THREADS` threads, each over a contiguous run of the
-    blocks with a single-threaded session and bounds of its own (merged after): on 2 cores, 1.5-1.7x
-    faster than one session with two threads of onnxruntime's own (RESULTS.md)."""
+    blocks with a single-threaded session and bounds of its own (merged after): each thread's bound
+    bookkeeping overlaps the others' products (on 2 cores, 64 queries ran ~2.4x faster than with one
+    session on onnxruntime's own two threads; one query as fast: benchmarks/RESULTS.md)."""
     nq = q.shape[0]
     a, tn, rho = _split_queries(q)
     by_key = {s.key: s for s in shards}
