@@ -8,7 +8,11 @@ an index of ``--rows`` videos (random unit rows written through ``Index.add_shar
 runs ``--repeats`` times, each a fresh process, timed from spawn to exit with its output read —
 as it picks the graph (int8), and with ``--precision fp32``; the first run is reported apart (the
 shards were just written, so the page cache is warm for all of them: this machine cannot drop
-caches).
+caches). Every process runs with a bytecode cache (``PYTHONPYCACHEPREFIX`` in the run's temporary
+folder, filled by that first run), as a user's has: pip compiles a wheel's modules when it
+installs them, and an editable install writes ``__pycache__`` on first use — but this machine's
+environment sets ``PYTHONDONTWRITEBYTECODE=1``, so a development tree would otherwise compile the
+package's modules in every process (~0.02 s more of imports, measured).
 
 The floor, measured in the same run, alternating with the query runs: a process that imports
 numpy and onnxruntime and opens the text graph's session (default options) — what any Python
@@ -72,7 +76,8 @@ print({"numpy_import_s": t1 - t0, "runtime_import_s": t2 - t1, "cli_import_s": t
 
 
 def phases(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PHASES, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-c", PHASES, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          check=True, env=ENV)
     return {k: round(v, 3) for k, v in ast.literal_eval(proc.stderr.strip().splitlines()[-1]).items()}
 
 
@@ -84,11 +89,14 @@ ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 """
 
 
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "JEMC_MODEL")}
+
+
 def wall(cmd: list[str], repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
         t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
         out.append(time.perf_counter() - t)
         if proc.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -145,8 +153,7 @@ def main() -> None:
         t = time.perf_counter()
         bundle, index = build(tmp, args.rows, args.dtype)
         print(f"bundle + {args.rows:,}-row index built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-        env = {**os.environ}
-        env.pop("JEMC_MODEL", None)
+        ENV["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
         query = [str(BIN / "jemc-infer"), "query", QUERY, "--index", str(index), "--model", str(bundle), "-k", "10"]
         fp32 = [*query, "--precision", "fp32"]
         floors = {p: [sys.executable, "-c", FLOOR, str(bundle / "onnx" / f"text{'.int8' if p == 'int8' else ''}.onnx")]
@@ -158,7 +165,7 @@ def main() -> None:
                 runs[key] += wall(cmd, 1)
         python = wall([sys.executable, "-c", "pass"], args.repeats)
         helps = wall([str(BIN / "jemc-infer"), "--help"], args.repeats)
-        shown = subprocess.run([*query, "--verbose"], capture_output=True, text=True, check=True)
+        shown = subprocess.run([*query, "--verbose"], capture_output=True, text=True, check=True, env=ENV)
         breakdown = [phases(query[2:]) for _ in range(3)]
     res = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "rows": args.rows, "dim": 2048, "dtype": args.dtype, "repeats": args.repeats,

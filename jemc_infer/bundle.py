@@ -7,9 +7,7 @@ against the config and says exactly what does not match.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,8 @@ CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "weights.sa
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
+    import hashlib  # here: a query that verifies nothing does not pay its import
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -154,6 +154,8 @@ def write_bundle(
         BundleError: If the tensors do not match the config.
         InputError: If ``path`` is occupied by something that is not a bundle.
     """
+    import platform
+
     from safetensors.numpy import save_file
 
     path = Path(path)

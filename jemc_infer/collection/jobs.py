@@ -9,7 +9,6 @@ it keeps its record.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -37,6 +36,8 @@ _COLUMNS = ("path", "size", "mtime_ns", "content_hash", "duration", "status", "r
 def content_hash(path: Path, block: int = 1 << 20) -> str:
     """sha256 of the size and the first, middle and last MiB: cheap on multi-GB videos, and it
     tells an edited file from an untouched one whose mtime changed."""
+    import hashlib  # here: a query does not hash videos, nor pay this import
+
     h = hashlib.sha256()
     size = path.stat().st_size
     h.update(str(size).encode())

@@ -31,8 +31,7 @@ import bisect
 import math
 import os
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,13 +159,14 @@ class _Product:
 
 
 def _self_check(session: object) -> bool:
-    """Extreme and random operands against numpy's int64 product."""
-    rng = np.random.default_rng(0)
+    """Extreme and scrambled operands against numpy's int64 product (a multiplicative hash, not
+    numpy.random: its import costs a query's cold start ~6 ms)."""
     dim = 2 * BLOCK + 3
+    mix = (np.arange(dim * (3 + 37), dtype=np.int64) * 2654435761) % 4294967291 >> 8
     a = np.concatenate([np.full((1, dim), 127, np.uint8), np.ones((1, dim), np.uint8),
-                        rng.integers(1, 128, (3, dim), dtype=np.uint8)])
+                        (1 + mix[:3 * dim] % 127).astype(np.uint8).reshape(3, dim)])
     b = np.concatenate([np.full((dim, 1), 127, np.int8), np.full((dim, 1), -127, np.int8),
-                        rng.integers(-127, 128, (dim, 37), dtype=np.int8)], axis=1)
+                        (mix[3 * dim:] % 255 - 127).astype(np.int8).reshape(dim, 37)], axis=1)
     b = np.stack([b, -b])
     got = session.run(None, {"A": a, "B": b})[0]  # type: ignore[attr-defined]
     return bool(np.array_equal(got, (a.astype(np.int64) - _ZERO_POINT) @ b.astype(np.int64)))
@@ -328,17 +328,37 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
             _scan_group(session, a, tn, rho, nq, dim, spans[at], start, rows, bounds)
         return bounds
 
-    if len(sessions) == 1:
-        found = [scan(sessions[0], runs[0])]
-    else:
-        with ThreadPoolExecutor(len(sessions), thread_name_prefix="jemc-compact") as pool:
-            found = list(pool.map(scan, sessions, runs))
+    found = _in_threads(scan, list(zip(sessions, runs)))
     bounds = _Bounds.merged(found, nq, k)
     starts = np.array([sp[0] for sp in spans] + [math.inf])
     codes = (a.astype(np.int16) - _ZERO_POINT).astype(np.int8)
     refined = [_refine(sessions[0], np.ascontiguousarray(codes[[qi, nq + qi]].T[None]), *cand, spans, starts, tn[qi], rho, k, bounds.thr[qi])
                for qi, cand in enumerate(bounds.survivors())]
     return _rescore(refined, spans, q, k, live)
+
+
+def _in_threads(fn: Callable, calls: list[tuple]) -> list:
+    """``fn(*args)`` for each of ``calls``: the first in this thread, each other in a thread of its
+    own (plain threads: ``concurrent.futures`` and the ``logging`` it imports cost a query's cold
+    start ~3 ms); the values in order, or the first exception once every call has ended."""
+    out: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            out[i] = fn(*calls[i])
+        except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,), name="jemc-compact", daemon=True) for i in range(1, len(calls))]
+    for t in threads:
+        t.start()
+    work(0)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
 
 
 def _scan_group(session: object, a: np.ndarray, tn: np.ndarray, rho: float, nq: int, dim: int, span: tuple,
