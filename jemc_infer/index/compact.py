@@ -21,7 +21,10 @@ id asc): the brute-force oracle's ids, scores rounded from float64 — always, n
 
 The integer product is onnxruntime's ``MatMulInteger`` (MLAS's u8 x s8 kernels; the u8 side is
 kept to 7 bits so AVX2's 16-bit pair sums cannot saturate). It checks itself on extreme operands
-when first used: a build where it is not exact is not used (the full scan runs instead). Rows
+when first used: a build where it is not exact is not used (the full scan runs instead). Once
+:func:`jemc_infer.index.jit.enable` has run (``serve`` does), the scan of one or two queries uses
+numba's kernel instead — the same integers, about twice as fast — while the residual narrowing
+keeps onnxruntime's. Rows
 with a non-finite or huge value are not quantised: they are always rescored.
 """
 
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jemc_infer.errors import IndexCorruptError
+from jemc_infer.index import jit
 from jemc_infer.index.source import Shard
 
 _GROUP_SCORES = 1 << 20
@@ -128,17 +132,20 @@ def _round_up(v: np.ndarray) -> np.ndarray:
     return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
 
 
+Product = Callable[[np.ndarray, np.ndarray], np.ndarray]  # MatMulInteger(A u8 [m, D], B s8 [b, D, n], zero point 64)
+
+
 class _Product:
     """onnxruntime's exact int8 product: single-threaded sessions, one per scanning thread, opened
     once per process."""
 
     _lock = threading.Lock()
-    _sessions: list[object] = []
+    _sessions: list[Product] = []
     _exact: bool | None = None
 
     @classmethod
-    def get(cls, count: int = 1) -> list[object] | None:
-        """``count`` sessions, or None where the product is not exact on this machine."""
+    def get(cls, count: int = 1) -> list[Product] | None:
+        """``count`` products, each its own session, or None where the product is not exact on this machine."""
         with cls._lock:
             if cls._exact is None:
                 cls._exact = _self_check(cls._open())
@@ -147,18 +154,22 @@ class _Product:
             return cls._sessions[:count] if cls._exact else None
 
     @classmethod
-    def _open(cls) -> object:
+    def _open(cls) -> Product:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.intra_op_num_threads = 1  # the scan runs one session per thread of its own
         session = ort.InferenceSession(_PRODUCT_ONNX, opts, providers=["CPUExecutionProvider"])
-        cls._sessions.append(session)
-        return session
+
+        def product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return session.run(None, {"A": a, "B": b})[0]
+
+        cls._sessions.append(product)
+        return product
 
 
-def _self_check(session: object) -> bool:
+def _self_check(product: Product) -> bool:
     """Extreme and scrambled operands against numpy's int64 product (a multiplicative hash, not
     numpy.random: its import costs a query's cold start ~6 ms)."""
     dim = 2 * BLOCK + 3
@@ -168,7 +179,7 @@ def _self_check(session: object) -> bool:
     b = np.concatenate([np.full((dim, 1), 127, np.int8), np.full((dim, 1), -127, np.int8),
                         (mix[3 * dim:] % 255 - 127).astype(np.int8).reshape(dim, 37)], axis=1)
     b = np.stack([b, -b])
-    got = session.run(None, {"A": a, "B": b})[0]  # type: ignore[attr-defined]
+    got = product(a, b)
     return bool(np.array_equal(got, (a.astype(np.int64) - _ZERO_POINT) @ b.astype(np.int64)))
 
 
@@ -316,19 +327,21 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
         base += seg.rows
     sessions = _Product.get(max(1, min(SCAN_THREADS, len(work))))
     assert sessions is not None, "compact_search without an exact product: check usable() first"
+    fast = jit.kernel() if nq <= jit.MAX_QUERIES else None  # numba's, where enabled (jemc_infer.index.jit)
+    products = sessions if fast is None else [fast] * len(sessions)
     # contiguous runs of about equal rows, one per thread (each streams its own part of the codes)
     ends = np.cumsum([w[2] for w in work])
-    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, len(sessions)) / len(sessions), side="right") if work else []
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, len(products)) / len(products), side="right") if work else []
     runs = np.split(np.arange(len(work)), cuts)
 
-    def scan(session: object, run: np.ndarray) -> _Bounds:
+    def scan(product: Product, run: np.ndarray) -> _Bounds:
         bounds = _Bounds(nq, k)
         for i in run:
             at, start, rows = work[i]
-            _scan_group(session, a, tn, rho, nq, dim, spans[at], start, rows, bounds)
+            _scan_group(product, a, tn, rho, nq, dim, spans[at], start, rows, bounds)
         return bounds
 
-    found = _in_threads(scan, list(zip(sessions, runs)))
+    found = _in_threads(scan, list(zip(products, runs, strict=True)))
     bounds = _Bounds.merged(found, nq, k)
     starts = np.array([sp[0] for sp in spans] + [math.inf])
     codes = (a.astype(np.int16) - _ZERO_POINT).astype(np.int8)
@@ -361,7 +374,7 @@ def _in_threads(fn: Callable, calls: list[tuple]) -> list:
     return out
 
 
-def _scan_group(session: object, a: np.ndarray, tn: np.ndarray, rho: float, nq: int, dim: int, span: tuple,
+def _scan_group(product: Product, a: np.ndarray, tn: np.ndarray, rho: float, nq: int, dim: int, span: tuple,
                 start: int, rows: int, bounds: _Bounds) -> None:
     """Score the segment rows [start, start + rows) of ``span`` in one product and fold their bounds in."""
     base, seg, parts, offsets = span
@@ -369,7 +382,7 @@ def _scan_group(session: object, a: np.ndarray, tn: np.ndarray, rho: float, nq: 
     w = min(BLOCK, rows)
     codes = seg.blocks(start, rows // w, dim)
     stop = start + rows
-    y = session.run(None, {"A": a, "B": codes})[0]  # type: ignore[attr-defined]  # [nb, 2 nq, w]
+    y = product(a, codes)  # [nb, 2 nq, w]
     y1 = y[:, :nq]
     upper = np.empty((nq, rows // w, w), np.float32)
     if dim <= 4096:  # 64 |a1.r| + |a2.r| < 2**31: combine in integers
@@ -395,7 +408,7 @@ def _scan_group(session: object, a: np.ndarray, tn: np.ndarray, rho: float, nq: 
     bounds.add(upper, half, np.arange(base + start, base + stop, dtype=np.int64))
 
 
-def _refine(session: object, query_codes: np.ndarray, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray,
+def _refine(product: Product, query_codes: np.ndarray, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray,
             spans: list, starts: np.ndarray, tn: float, rho: float, k: int, thr: float) -> np.ndarray:
     """Narrow one query's candidates with their residual codes (read for these rows only): bounds
     ~60x tighter, so only the rows that can still reach the top k are left to rescore."""
@@ -412,7 +425,7 @@ def _refine(session: object, query_codes: np.ndarray, lower: np.ndarray, upper: 
         local = pos[chunk] - base
         meta = np.asarray(seg.meta[local])
         rows = np.asarray(seg.residual[local]).view(np.uint8) + np.uint8(_ZERO_POINT)  # [-63, 63] + 64, as u8
-        y = session.run(None, {"A": rows, "B": query_codes})[0][0]  # type: ignore[attr-defined]  # [m, 2]
+        y = product(rows, query_codes)[0]  # [m, 2]
         scale2, err, norm, err2 = meta[:, 3], meta[:, 1], meta[:, 2], meta[:, 4]
         approx = upper[chunk] - (err + np.float32(rho) * norm)
         approx += np.float32(tn) * np.where(np.isnan(scale2), 0, scale2) * (64 * y[:, 0] + y[:, 1]).astype(np.float32)

@@ -20,9 +20,20 @@ from support import child_env
 
 from jemc_infer.errors import InputError
 from jemc_infer.index import compact as c8
+from jemc_infer.index import jit
 from jemc_infer.index.search import search
 from jemc_infer.index.source import InMemory, Shard
 from jemc_infer.index.store import Index, VideoRecord
+
+
+@pytest.fixture(params=["onnxruntime", "numba"], autouse=True)
+def product(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with each int8 product the scan can use: onnxruntime's MatMulInteger (a
+    one-shot query's) and numba's kernel (``jit.enable()``: serve's, at one or two queries)."""
+    monkeypatch.setitem(jit._state, "kernel", None)  # put back as it was after the test
+    if request.param == "numba":
+        assert jit.enable() is None, jit.why_not()
+    return request.param
 
 
 def oracle(source: InMemory, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +89,59 @@ def test_product_graph_is_matmulinteger_and_exact_here() -> None:
     assert model.SerializeToString() == c8._PRODUCT_ONNX
     onnx.checker.check_model(onnx.load_from_string(c8._PRODUCT_ONNX))
     assert c8._Product.get() is not None  # the self-check on extreme operands passed
+
+
+def test_numba_product_is_matmulinteger() -> None:
+    """The same int32 answer as onnxruntime's product on any shape: odd row counts (a pair's
+    second row is the first again), partial blocks, odd D, the extreme codes."""
+    assert jit.enable() is None, jit.why_not()
+    fast, (ort,) = jit.kernel(), c8._Product.get(1)
+    rng = np.random.default_rng(0)
+    for m, d, w, b in ((1, 5, 3, 1), (2, 2048, 1024, 2), (3, 7, 1, 4), (5, 96, 17, 3), (128, 33, 1024, 1)):
+        a = rng.integers(0, 128, (m, d), dtype=np.uint8)
+        a[0] = 0  # -64 after the zero point
+        blocks = rng.integers(-128, 128, (b, d, w), dtype=np.int8)
+        blocks[0, :, 0] = -128
+        want = np.einsum("md,bdw->bmw", a.astype(np.int64) - 64, blocks.astype(np.int64))
+        np.testing.assert_array_equal(fast(a, blocks), want)
+        np.testing.assert_array_equal(ort(a, blocks), want)
+
+
+def test_one_or_two_queries_scan_with_numba_once_enabled(product: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel really is what scans (not onnxruntime behind a fixture's name) at one and two
+    queries, and past jit.MAX_QUERIES it is not; without enable() it never is."""
+    calls: list[int] = []
+    if product == "numba":
+        fast = jit.kernel()
+        monkeypatch.setitem(jit._state, "kernel", lambda a, b: calls.append(len(a)) or fast(a, b))
+    rng = np.random.default_rng(5)
+    source = unit_shards(rng, [3000, 2000], dim=64)
+    for nq in (1, 2, 3):
+        check(source, rng.standard_normal((nq, 64)).astype(np.float32), 10)
+    if product == "numba":
+        assert calls and set(calls) == {2, 4}  # two 7-bit rows per query; nq = 3 took onnxruntime's
+    else:
+        assert jit.kernel() is None
+
+
+def test_enable_says_why_it_could_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(jit._state, "kernel", None)
+    monkeypatch.setitem(sys.modules, "jemc_infer.index._numba_product", None)  # as if numba were not installed
+    why = jit.enable()
+    assert why is not None and "jemc-infer[jit]" in why and jit.kernel() is None
+    assert jit.why_not() == why
+
+    def broken() -> None:
+        raise RuntimeError("cannot cache function 'pairs': no locator available")
+
+    monkeypatch.setattr(jit, "_compile", broken)
+    assert "could not build the kernel (RuntimeError: cannot cache" in (jit.enable() or "") and jit.kernel() is None
+
+    def inexact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("md,bdw->bmw", a.astype(np.int32) - 64, b.astype(np.int32)).clip(-32768, 32767)  # saturating
+
+    monkeypatch.setattr(jit, "_compile", lambda: inexact)
+    assert jit.enable() == "numba's product was not exact on this machine" and jit.kernel() is None
 
 
 @pytest.mark.parametrize("n", [1, 7, 4097, 10003])
