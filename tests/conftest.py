@@ -18,7 +18,7 @@ def _jit_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     after each test (each test that wants it enables it)."""
     from jemc_infer.index import jit
 
-    monkeypatch.setitem(jit._state, "kernel", jit._state["kernel"])
+    monkeypatch.setattr(jit, "_state", dict(jit._state))  # the test's own copy: the module's comes back after
 
 
 @pytest.fixture(scope="session")

@@ -29,3 +29,20 @@ def pairs(a: np.ndarray, blocks: np.ndarray, out: np.ndarray) -> None:  # pragma
                     acc1[j] += y * c
             out[b, i] = acc0
             out[b, i1] = acc1
+
+
+@numba.njit(nogil=True, boundscheck=False, cache=True)
+def rows_pairs(codes: np.ndarray, rows: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out[r, j] = sum_d codes[rows[r], d] * q[j, d]`` for j = 0, 1 in int32: the rows read where
+    they lie (a memory map's pages), not gathered into a copy first."""
+    dim = codes.shape[1]
+    for r in range(rows.shape[0]):
+        x = codes[rows[r]]
+        s0 = np.int32(0)
+        s1 = np.int32(0)
+        for d in range(dim):
+            c = np.int32(x[d])
+            s0 += np.int32(q[0, d]) * c
+            s1 += np.int32(q[1, d]) * c
+        out[r, 0] = s0
+        out[r, 1] = s1

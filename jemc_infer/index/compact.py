@@ -23,8 +23,10 @@ The integer product is onnxruntime's ``MatMulInteger`` (MLAS's u8 x s8 kernels; 
 kept to 7 bits so AVX2's 16-bit pair sums cannot saturate). It checks itself on extreme operands
 when first used: a build where it is not exact is not used (the full scan runs instead). Once
 :func:`jemc_infer.index.jit.enable` has run (``serve`` does), the scan of one or two queries uses
-numba's kernel instead — the same integers, about twice as fast — while the residual narrowing
-keeps onnxruntime's. Rows
+numba's kernel instead — the same integers, about twice as fast — and the residual narrowing
+reads its rows where they lie with numba's second kernel (onnxruntime's needs them gathered into
+a copy first). The narrowing runs its queries in the scan's threads: its random 2 kB reads are
+bound by memory latency, not bandwidth. Rows
 with a non-finite or huge value are not quantised: they are always rescored.
 """
 
@@ -133,6 +135,8 @@ def _round_up(v: np.ndarray) -> np.ndarray:
 
 
 Product = Callable[[np.ndarray, np.ndarray], np.ndarray]  # MatMulInteger(A u8 [m, D], B s8 [b, D, n], zero point 64)
+# (codes int8 [n, D], rows int64 [m], query codes int8 [1, D, 2]) -> codes[rows] @ query codes, int32 [m, 2]
+RowsProduct = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 class _Product:
@@ -167,6 +171,15 @@ class _Product:
 
         cls._sessions.append(product)
         return product
+
+
+def _gathered(product: Product) -> RowsProduct:
+    """The rows product through ``product``: the rows gathered into a copy, shifted to u8 ([-63, 63]
+    + 64: the residual codes' range keeps AVX2's pair sums from saturating)."""
+    def rows_product(codes: np.ndarray, rows: np.ndarray, query_codes: np.ndarray) -> np.ndarray:
+        return product(np.asarray(codes[rows]).view(np.uint8) + np.uint8(_ZERO_POINT), query_codes)[0]
+
+    return rows_product
 
 
 def _self_check(product: Product) -> bool:
@@ -345,8 +358,17 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
     bounds = _Bounds.merged(found, nq, k)
     starts = np.array([sp[0] for sp in spans] + [math.inf])
     codes = (a.astype(np.int16) - _ZERO_POINT).astype(np.int8)
-    refined = [_refine(sessions[0], np.ascontiguousarray(codes[[qi, nq + qi]].T[None]), *cand, spans, starts, tn[qi], rho, k, bounds.thr[qi])
-               for qi, cand in enumerate(bounds.survivors())]
+    survivors = list(bounds.survivors())
+    fast_rows = jit.rows()  # numba's reads the residual rows where they lie, where enabled
+
+    def refine(session: Product, queries: np.ndarray) -> list[np.ndarray]:
+        # random reads of 2 kB rows: bound by memory latency, so the queries are split across threads too
+        rows_product = fast_rows or _gathered(session)
+        return [_refine(rows_product, np.ascontiguousarray(codes[[qi, nq + qi]].T[None]), *survivors[qi], spans, starts, tn[qi],
+                        rho, k, bounds.thr[qi]) for qi in queries]
+
+    parts = np.array_split(np.arange(nq), min(len(sessions), nq))
+    refined = [r for part in _in_threads(refine, list(zip(sessions[:len(parts)], parts, strict=True))) for r in part]
     return _rescore(refined, spans, q, k, live)
 
 
@@ -408,7 +430,7 @@ def _scan_group(product: Product, a: np.ndarray, tn: np.ndarray, rho: float, nq:
     bounds.add(upper, half, np.arange(base + start, base + stop, dtype=np.int64))
 
 
-def _refine(product: Product, query_codes: np.ndarray, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray,
+def _refine(rows_product: RowsProduct, query_codes: np.ndarray, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray,
             spans: list, starts: np.ndarray, tn: float, rho: float, k: int, thr: float) -> np.ndarray:
     """Narrow one query's candidates with their residual codes (read for these rows only): bounds
     ~60x tighter, so only the rows that can still reach the top k are left to rescore."""
@@ -424,8 +446,7 @@ def _refine(product: Product, query_codes: np.ndarray, lower: np.ndarray, upper:
         base, seg = spans[which[chunk[0]]][:2]
         local = pos[chunk] - base
         meta = np.asarray(seg.meta[local])
-        rows = np.asarray(seg.residual[local]).view(np.uint8) + np.uint8(_ZERO_POINT)  # [-63, 63] + 64, as u8
-        y = product(rows, query_codes)[0]  # [m, 2]
+        y = rows_product(seg.residual, local, query_codes)  # [m, 2]
         scale2, err, norm, err2 = meta[:, 3], meta[:, 1], meta[:, 2], meta[:, 4]
         approx = upper[chunk] - (err + np.float32(rho) * norm)
         approx += np.float32(tn) * np.where(np.isnan(scale2), 0, scale2) * (64 * y[:, 0] + y[:, 1]).astype(np.float32)

@@ -4,7 +4,9 @@ onnxruntime's ``MatMulInteger`` (MLAS) packs every block of codes before it mult
 holds the compact scan to ~13–16 GB/s here; this loop reads each code once at about the memory's
 speed (~40 GB/s on two threads): one query over 1M x 2,048 rows in 64 ms against 118 ms, 2.9x
 numpy's fp32 scan (``benchmarks/RESULTS.md``). It answers the same integers as the product it
-replaces, and checks itself the same way before it is used.
+replaces, and checks itself the same way before it is used. A second kernel does the residual
+narrowing's product over the candidate rows where they lie (no gathered copy), at any number of
+queries.
 
 It is off until :func:`enable` is called: numba's import and the load of its cached machine code
 cost ~0.23 s per process (the first compile, once per machine, ~2 s) — more than one query over a
@@ -23,7 +25,7 @@ import numpy as np
 # at three (66 / 51; benchmarks/RESULTS.md).
 MAX_QUERIES = 2
 
-_state: dict[str, object] = {"kernel": None, "why": "not enabled (jemc_infer.index.jit.enable())"}
+_state: dict[str, object] = {"kernel": None, "rows": None, "why": "not enabled (jemc_infer.index.jit.enable())"}
 
 
 def enable() -> str | None:
@@ -35,8 +37,8 @@ def enable() -> str | None:
     from jemc_infer.index.compact import _self_check
 
     try:
-        product = _compile()
-        exact = _self_check(product)  # its first call compiles it (or loads numba's cache)
+        product, rows = _compile()
+        exact = _self_check(product) and _rows_exact(rows)  # their first calls compile them (or load numba's cache)
     except ImportError as err:
         _state["why"] = f"numba is not installed ({err}): pip install 'jemc-infer[jit]'"
         return str(_state["why"])
@@ -46,13 +48,13 @@ def enable() -> str | None:
     if not exact:
         _state["why"] = "numba's product was not exact on this machine"
         return str(_state["why"])
-    _state["kernel"] = product
+    _state["kernel"], _state["rows"] = product, rows
     return None
 
 
 def disable() -> None:
     """Turn it off again: the scan goes back to onnxruntime's product."""
-    _state["kernel"] = None
+    _state["kernel"] = _state["rows"] = None
     _state["why"] = "disabled (jemc_infer.index.jit.disable())"
 
 
@@ -62,13 +64,19 @@ def kernel() -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     return _state["kernel"]  # type: ignore[return-value]
 
 
+def rows() -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None:
+    """The checked product over rows picked where they lie (``compact.RowsProduct``: the residual
+    narrowing's), or None while it is not enabled."""
+    return _state["rows"]  # type: ignore[return-value]
+
+
 def why_not() -> str:
     """Why :func:`kernel` is None."""
     return str(_state["why"])
 
 
-def _compile() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    from jemc_infer.index._numba_product import pairs  # numba's import: only here
+def _compile() -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]]:
+    from jemc_infer.index._numba_product import pairs, rows_pairs  # numba's import: only here
 
     def product(a: np.ndarray, blocks: np.ndarray) -> np.ndarray:
         """``MatMulInteger(a uint8 [m, D], blocks int8 [b, D, w], a_zero_point 64)`` -> int32 [b, m, w]."""
@@ -78,4 +86,23 @@ def _compile() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         pairs(a, blocks, out)
         return out
 
-    return product
+    def rows_product(codes: np.ndarray, rows: np.ndarray, query_codes: np.ndarray) -> np.ndarray:
+        """``codes[rows] @ query_codes[0]`` (int8 [n, D], int64 [m], int8 [1, D, 2]) -> int32 [m, 2]."""
+        out = np.empty((len(rows), 2), np.int32)
+        rows_pairs(np.asarray(codes), np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(query_codes[0].T), out)
+        return out
+
+    return product, rows_product
+
+
+def _rows_exact(rows_product: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> bool:
+    """The rows product on extreme and scrambled operands, rows picked out of order and twice,
+    against numpy's int64 product."""
+    dim = 2 * 1024 + 3
+    mix = (np.arange(dim * 7, dtype=np.int64) * 2654435761) % 4294967291 >> 8
+    codes = (mix % 256 - 128).astype(np.int8).reshape(7, dim)
+    codes[0], codes[1] = -128, 127
+    query = np.stack([np.full(dim, -128, np.int8), (mix[:dim] % 255 - 127).astype(np.int8)], axis=1)[None]  # [1, D, 2]
+    picked = np.array([6, 0, 3, 3, 1, 5], np.int64)
+    got = rows_product(codes, picked, query)
+    return bool(np.array_equal(got, codes[picked].astype(np.int64) @ query[0].astype(np.int64)))

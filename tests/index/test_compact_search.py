@@ -30,7 +30,7 @@ from jemc_infer.index.store import Index, VideoRecord
 def product(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs with each int8 product the scan can use: onnxruntime's MatMulInteger (a
     one-shot query's) and numba's kernel (``jit.enable()``: serve's, at one or two queries)."""
-    monkeypatch.setitem(jit._state, "kernel", None)  # put back as it was after the test
+    jit.disable()  # on this test's copy of its state (tests/conftest.py)
     if request.param == "numba":
         assert jit.enable() is None, jit.why_not()
     return request.param
@@ -107,25 +107,29 @@ def test_numba_product_is_matmulinteger() -> None:
         np.testing.assert_array_equal(ort(a, blocks), want)
 
 
-def test_one_or_two_queries_scan_with_numba_once_enabled(product: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernel really is what scans (not onnxruntime behind a fixture's name) at one and two
-    queries, and past jit.MAX_QUERIES it is not; without enable() it never is."""
+def test_numba_scans_one_or_two_queries_and_narrows_any_once_enabled(product: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels really are what scan (not onnxruntime behind a fixture's name) at one and two
+    queries, and past jit.MAX_QUERIES not; the residual narrowing reads its rows with numba at any
+    number of queries; without enable() neither is used."""
     calls: list[int] = []
+    narrowed: list[int] = []
     if product == "numba":
-        fast = jit.kernel()
+        fast, rows = jit.kernel(), jit.rows()
         monkeypatch.setitem(jit._state, "kernel", lambda a, b: calls.append(len(a)) or fast(a, b))
+        monkeypatch.setitem(jit._state, "rows", lambda c, r, q: narrowed.append(len(r)) or rows(c, r, q))
     rng = np.random.default_rng(5)
     source = unit_shards(rng, [3000, 2000], dim=64)
     for nq in (1, 2, 3):
         check(source, rng.standard_normal((nq, 64)).astype(np.float32), 10)
     if product == "numba":
         assert calls and set(calls) == {2, 4}  # two 7-bit rows per query; nq = 3 took onnxruntime's
+        assert len(narrowed) >= 6 and min(narrowed) > 10  # every query of the three searches, each > k candidates
     else:
-        assert jit.kernel() is None
+        assert jit.kernel() is None and jit.rows() is None
 
 
 def test_enable_says_why_it_could_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(jit._state, "kernel", None)
+    jit.disable()
     monkeypatch.setitem(sys.modules, "jemc_infer.index._numba_product", None)  # as if numba were not installed
     why = jit.enable()
     assert why is not None and "jemc-infer[jit]" in why and jit.kernel() is None
@@ -137,11 +141,20 @@ def test_enable_says_why_it_could_not(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jit, "_compile", broken)
     assert "could not build the kernel (RuntimeError: cannot cache" in (jit.enable() or "") and jit.kernel() is None
 
-    def inexact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.einsum("md,bdw->bmw", a.astype(np.int32) - 64, b.astype(np.int32)).clip(-32768, 32767)  # saturating
+    def product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("md,bdw->bmw", a.astype(np.int64) - 64, b.astype(np.int64)).astype(np.int32)
 
-    monkeypatch.setattr(jit, "_compile", lambda: inexact)
-    assert jit.enable() == "numba's product was not exact on this machine" and jit.kernel() is None
+    def rows(codes: np.ndarray, picked: np.ndarray, query_codes: np.ndarray) -> np.ndarray:
+        return (codes[picked].astype(np.int64) @ query_codes[0].astype(np.int64)).astype(np.int32)
+
+    def saturating(f):  # noqa: ANN001, ANN202 - as AVX2's 16-bit pair sums would
+        return lambda *args: f(*args).clip(-32768, 32767)
+
+    for compiled in ((saturating(product), rows), (product, saturating(rows))):
+        monkeypatch.setattr(jit, "_compile", lambda compiled=compiled: compiled)
+        assert jit.enable() == "numba's product was not exact on this machine" and jit.kernel() is None and jit.rows() is None
+    monkeypatch.setattr(jit, "_compile", lambda: (product, rows))
+    assert jit.enable() is None and jit.kernel() is product and jit.rows() is rows  # the checks pass exact products
 
 
 @pytest.mark.parametrize("n", [1, 7, 4097, 10003])
