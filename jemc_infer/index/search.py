@@ -233,7 +233,7 @@ def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     """``queries`` as C-contiguous float32 [nq, dim] (``dim`` 0: any width).
 
     Raises:
-        InputShapeError: Not a finite float array [nq, dim].
+        InputShapeError: Not a finite float array [nq, dim] with nq >= 1.
     """
     arr = np.asarray(queries)
     if arr.ndim != 2 or arr.dtype not in (np.float16, np.float32, np.float64):
@@ -241,6 +241,8 @@ def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
         raise InputShapeError(f"queries | {arr.dtype} {list(arr.shape)} | expected float32 [nq, D]{hint}")
     if dim and arr.shape[1] != dim:
         raise InputShapeError(f"queries | width {arr.shape[1]} | expected the index's width D = {dim}")
+    if not arr.shape[0]:
+        raise InputShapeError(f"queries | {arr.dtype} {list(arr.shape)}: none | expected at least one query")
     q = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(q).all():
         raise InputShapeError("queries | non-finite values (NaN or inf) | expected finite scores to rank by")

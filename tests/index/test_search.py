@@ -181,6 +181,7 @@ def test_widen_is_exact_for_every_half() -> None:
         (np.ones((2, 4), np.int64), 1, r"queries \| int64 \[2, 4\]"),
         (np.ones((2, 5), np.float32), 1, r"queries \| width 5 \| expected the index's width D = 4"),
         (np.full((2, 4), np.nan, np.float32), 1, r"queries \| non-finite values"),
+        (np.ones((0, 4), np.float32), 1, r"queries \| float32 \[0, 4\]: none \| expected at least one query"),
         (np.ones((2, 4), np.float32), 0, r"k \| 0 \| expected an integer >= 1"),
         (np.ones((2, 4), np.float32), -3, r"k \| -3 \|"),
         (np.ones((2, 4), np.float32), 2.5, r"k \| 2.5 \|"),
