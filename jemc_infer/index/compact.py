@@ -182,11 +182,19 @@ def _gathered(product: Product) -> RowsProduct:
     return rows_product
 
 
+def _scrambled(count: int) -> np.ndarray:
+    """``count`` well-mixed int64 values from a multiplicative hash (not numpy.random: its import
+    costs a query's cold start ~6 ms): the self-checks' operands."""
+    return (np.arange(count, dtype=np.int64) * 2654435761) % 4294967291 >> 8
+
+
+_CHECK_DIM = 2 * BLOCK + 3
+
+
 def _self_check(product: Product) -> bool:
-    """Extreme and scrambled operands against numpy's int64 product (a multiplicative hash, not
-    numpy.random: its import costs a query's cold start ~6 ms)."""
-    dim = 2 * BLOCK + 3
-    mix = (np.arange(dim * (3 + 37), dtype=np.int64) * 2654435761) % 4294967291 >> 8
+    """Extreme and scrambled operands against numpy's int64 product."""
+    dim = _CHECK_DIM
+    mix = _scrambled(dim * (3 + 37))
     a = np.concatenate([np.full((1, dim), 127, np.uint8), np.ones((1, dim), np.uint8),
                         (1 + mix[:3 * dim] % 127).astype(np.uint8).reshape(3, dim)])
     b = np.concatenate([np.full((dim, 1), 127, np.int8), np.full((dim, 1), -127, np.int8),
@@ -194,6 +202,19 @@ def _self_check(product: Product) -> bool:
     b = np.stack([b, -b])
     got = product(a, b)
     return bool(np.array_equal(got, (a.astype(np.int64) - _ZERO_POINT) @ b.astype(np.int64)))
+
+
+def _rows_self_check(rows_product: RowsProduct) -> bool:
+    """A rows product on extreme and scrambled operands, rows picked out of order and twice,
+    against numpy's int64 product."""
+    dim = _CHECK_DIM
+    mix = _scrambled(dim * 7)
+    codes = (mix % 256 - 128).astype(np.int8).reshape(7, dim)
+    codes[0], codes[1] = -128, 127
+    query = np.stack([np.full(dim, -128, np.int8), (mix[:dim] % 255 - 127).astype(np.int8)], axis=1)[None]  # [1, D, 2]
+    picked = np.array([6, 0, 3, 3, 1, 5], np.int64)
+    got = rows_product(codes, picked, query)
+    return bool(np.array_equal(got, codes[picked].astype(np.int64) @ query[0].astype(np.int64)))
 
 
 def usable(queries: np.ndarray) -> bool:
