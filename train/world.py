@@ -82,7 +82,7 @@ SPLIT_SHARES = (0.7, 0.1)  # train, val; test takes the rest
 NO_AUDIO_SHARE = 0.1
 # The compact backbones' layers (jemc_infer.nn.compact) as of this version: weights trained for an
 # older one do not load, so a backbones report of another format is trained again.
-BACKBONES_FORMAT = 2  # 2: c3d-compact sees frame differences
+BACKBONES_FORMAT = 3  # 2: c3d-compact sees frame differences; 3: vgg-compact's fourth convolution
 GROWTH = 0.5  # a growing (shrinking) object's radius goes from 0.75 to 1.25 (1.25 to 0.75) times its size
 
 # Slots: {size} {colour} {shape} {act} (3rd person) {acting} (gerund) {sound} (noun phrase)

@@ -41,7 +41,7 @@ def backbones(
 ) -> None:
     """Train a world's backbones on its training split only, as weight files for --weights.
 
-    A compact frame CNN (shape, colour, size, background), a compact clip CNN (activity) and
+    A compact frame CNN (shape, colour, size, background, which colour and size go with which shape), a compact clip CNN (activity) and
     SoundNet-8 (sound): vgg_compact.safetensors, c3d_compact.safetensors, sound8.safetensors, and
     backbones.json with each head's validation accuracy.
     """

@@ -7,7 +7,7 @@ are those backbones. They take the full-size backbones' inputs and normalisation
 ImageNet-normalised frames; 16-frame 224×224 clips in [-1, 1]), so they go through the same
 feature pipeline, exported graphs and engines, and load through the same ``--weights`` path:
 
-- :class:`CompactVGG` (``vgg-compact``): three 3×3 conv + max-pool stages (VGG's plain design),
+- :class:`CompactVGG` (``vgg-compact``): four 3×3 conv + max-pool stages (VGG's plain design),
   after a 4× average pool: ``[N, 3, 224, 224]`` → ``[N, 128]``.
 - :class:`CompactC3D` (``c3d-compact``): 3×3×3 convolutions and 3-D max pools (C3D's plain
   design, the 3-D CNN family I3D belongs to), after a 4× spatial average pool:
@@ -49,7 +49,7 @@ def _conv3d(i: int, o: int, stride: tuple[int, int, int] = (1, 1, 1)) -> list[nn
 
 
 class CompactVGG(nn.Module):
-    """``[N, 3, H, W]`` ImageNet-normalised → ``[N, 128]`` (H, W ≥ 16).
+    """``[N, 3, H, W]`` ImageNet-normalised → ``[N, 128]`` (H, W ≥ 32).
 
     ``forward`` is ``body(pool(x))``; a trainer may feed ``body`` inputs pooled once in advance.
     """
@@ -62,7 +62,8 @@ class CompactVGG(nn.Module):
         self.body = nn.Sequential(
             *_conv2d(3, 32), nn.MaxPool2d(2),
             *_conv2d(32, 64), nn.MaxPool2d(2),
-            *_conv2d(64, FEATURE_DIM), nn.AdaptiveMaxPool2d(1), nn.Flatten())
+            *_conv2d(64, FEATURE_DIM), nn.MaxPool2d(2),
+            *_conv2d(FEATURE_DIM, FEATURE_DIM), nn.AdaptiveMaxPool2d(1), nn.Flatten())
 
     def forward(self, images: Tensor) -> Tensor:
         return self.body(self.pool(images))
