@@ -5,9 +5,10 @@ Why not quantise the exported graph as it is: onnxruntime's dynamic quantisation
 encoding is bound by reading the recurrent weights (3·1024×1024 floats per space per token). So
 the cell is written out: word embedding (``Gather``) → input projection for every token at once
 (``MatMul``) → a ``Loop`` over the tokens whose body is the GRU step, ``h @ W_hh`` as a
-``MatMul`` → output at the last real token → L2-normalise. ``quantize_dynamic`` then turns every
-``MatMul`` (inside the loop too) into int8 weights with activations quantised per call, and the
-embedding table into int8 rows. Measured at the paper's sizes (``benchmarks/text_encoder.py``).
+``MatMul`` → output at the last real token (or the running maximum of the states) →
+L2-normalise. ``quantize_dynamic`` then turns every ``MatMul`` (inside the loop too) into int8
+weights with activations quantised per call, and the embedding table into int8 rows. Measured at
+the paper's sizes (``benchmarks/text_encoder.py``).
 
 ``reduce_range`` (7-bit weights) is not optional: on CPUs without AVX-VNNI (this project's AVX2
 machines) onnxruntime multiplies u8 × s8 with ``vpmaddubsw``, whose int16 sums saturate with full
@@ -18,7 +19,9 @@ Every space's step runs in the same loop body, their hidden states stacked ``[sp
 weights was 3× slower: onnxruntime prepacks only 2-D weights). The last real token is kept by
 forcing the update gate shut after it: its pre-activation gets +1e4 where ``t >= length``, so
 ``z = 1`` and ``h`` stays (no ``Where`` per step). Lengths below 1 act as 1, as in torch's
-``gather`` at ``lengths - 1`` clamped at 0.
+``gather`` at ``lengths - 1`` clamped at 0. With ``text_pooling="max"`` the loop also carries the
+running maximum of the states: after a caption's end ``h`` repeats its last real state, so the
+maximum over every step is the maximum over the real tokens, again with no mask per step.
 """
 
 from __future__ import annotations
@@ -74,15 +77,21 @@ class _Graph:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
-def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, confidence: float = 0.0) -> Any:
+def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, confidence: float = 0.0,
+                    pooling: str = "last") -> Any:
     """The fp32 text graph in MatMul form (an ``onnx.ModelProto``), same inputs and outputs as ``spec``.
 
     Args:
         weights: :func:`gru_weights`, one per output of ``spec`` (``text_<space>``).
         spec: The text graph's spec (``ids`` int64 [batch, seq], ``lengths`` int64 [batch]).
         confidence: ``ModelConfig.text_confidence``: 0 L2-normalises each output; γ > 0 scales
-            the unit vector by the last state's norm to the power γ (γ = 1: the state as it is).
+            the unit vector by the pooled state's norm to the power γ (γ = 1: the state as it is).
+        pooling: ``ModelConfig.text_pooling``: ``"last"`` keeps the state at the last real token,
+            ``"max"`` each dimension's maximum over the real tokens' states.
     """
+    if pooling not in ("last", "max"):
+        raise InputError(f"text pooling | {pooling!r} | expected 'last' or 'max'")
+    keep_max = pooling == "max"
     from onnx import TensorProto, helper, numpy_helper
 
     spaces, hidden = len(weights), weights[0]["w_hh"].shape[1]
@@ -128,17 +137,22 @@ def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, confi
     body.op("Add", [n, body.op("Mul", [z, body.op("Sub", ["h", n], ["h_minus_n"])], ["z_d"])], ["h_next"])
     body.op("Identity", ["cond"], ["cond_next"])
     state = [spaces, "batch", hidden]
+    carried = [("h", "h_next")] + ([("m", "m_next")] if keep_max else [])
+    if keep_max:
+        body.op("Max", ["m", "h_next"], ["m_next"])
+        g.op("ConstantOfShape", ["h0_shape"], ["m0"], value=numpy_helper.from_array(np.full(1, -np.inf, np.float32)))
     step = helper.make_graph(body.nodes, "gru_step",
                              [helper.make_tensor_value_info("step", TensorProto.INT64, []),
-                              helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-                              helper.make_tensor_value_info("h", TensorProto.FLOAT, state)],
-                             [helper.make_tensor_value_info("cond_next", TensorProto.BOOL, []),
-                              helper.make_tensor_value_info("h_next", TensorProto.FLOAT, state)])
-    g.op("Loop", [steps, "", h0], ["h_last"], body=step)
-    finals = g.op("Split", ["h_last"], [f"h_last_{s}" for s in range(spaces)], axis=0, num_outputs=spaces) if spaces > 1 else "h_last"
+                              helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
+                             + [helper.make_tensor_value_info(i, TensorProto.FLOAT, state) for i, _ in carried],
+                             [helper.make_tensor_value_info("cond_next", TensorProto.BOOL, [])]
+                             + [helper.make_tensor_value_info(o, TensorProto.FLOAT, state) for _, o in carried])
+    g.op("Loop", [steps, "", h0] + (["m0"] if keep_max else []), ["h_last"] + (["m_last"] if keep_max else []), body=step)
+    pooled = "m_last" if keep_max else "h_last"
+    finals = g.op("Split", [pooled], [f"h_last_{s}" for s in range(spaces)], axis=0, num_outputs=spaces) if spaces > 1 else pooled
     finals = [finals] if isinstance(finals, str) else finals
     for s, out in enumerate(spec.outputs):
-        if confidence == 1:  # ModelConfig.text_confidence 1: the last state as it is
+        if confidence == 1:  # ModelConfig.text_confidence 1: the pooled state as it is
             g.op("Squeeze", [finals[s], "i0"], [out.name])
             continue
         v = g.op("Squeeze", [finals[s], "i0"], [f"v_{s}"])
@@ -168,7 +182,8 @@ def write_text_int8(model: Any, spec: GraphSpec, path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = path.with_name(path.stem + ".matmul.onnx")
-    onnx.save(text_loop_model(gru_weights(model), spec, confidence=model.config.text_confidence), str(fp32))
+    onnx.save(text_loop_model(gru_weights(model), spec, confidence=model.config.text_confidence,
+                              pooling=model.config.text_pooling), str(fp32))
     try:
         onnx.checker.check_model(str(fp32), full_check=True)
         # per-tensor weights: per-channel measured no more accurate here, and slower

@@ -1,8 +1,8 @@
 """Model configuration: the architecture of a JEMC model, as frozen dataclasses stored as JSON.
 
-A model is a list of joint spaces. Each space has its own text encoder (embedding → GRU → last
-real token → L2-normalise) and a video head (Linear over the concatenation of the features it
-names → L2-normalise). The retrieval score is ``Σ_s weight_s · cos_s`` (with ``text_confidence`` γ,
+A model is a list of joint spaces. Each space has its own text encoder (embedding → GRU → its state
+at the last real token, or the maximum of its states over the real tokens → L2-normalise) and a
+video head (Linear over the concatenation of the features it names → L2-normalise). The retrieval score is ``Σ_s weight_s · cos_s`` (with ``text_confidence`` γ,
 each cosine also times the norm of the space's text state to the power γ).
 """
 
@@ -25,6 +25,13 @@ class LossMode(StrEnum):
     SUM = "sum"  # VSE: every negative in the batch
     HARDEST = "hardest"  # VSE++: the hardest negative per query
     WEIGHTED = "weighted"  # JEMC: hardest negative, weighted by the positive's rank
+
+
+class TextPooling(StrEnum):
+    """What a text encoder keeps of its GRU's states (see ``jemc_infer.nn.jemc.TextEncoder``)."""
+
+    LAST = "last"  # the paper (as VSE++): the state at the last real token
+    MAX = "max"  # each dimension's maximum over the real tokens' states (InferSent's pooling)
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,15 @@ class ModelConfig:
     word_dim: int = 300  # word-embedding size
     embed_dim: int = 1024  # joint-space size (= GRU hidden size)
     # 0 (the paper): every space's text embedding is L2-normalised, the score Σ_s w_s·cos_s.
-    # γ > 0: the text embedding is the unit vector times |h|^γ, h the GRU's last state, so each
+    # γ > 0: the text embedding is the unit vector times |h|^γ, h the GRU's pooled state (text_pooling), so each
     # space's cosine counts by that norm to the power γ: a space whose text encoder responds weakly
     # to a query ("a large star" in the activity space) counts less. Training is unchanged (its
     # losses use cosines); a bundle written when this was a yes/no setting reads True as 1.
     text_confidence: float = 0.0
+    # "last" (the paper): the GRU's state at the caption's last word. "max": each dimension's
+    # maximum over every word's state, so a word early in a short query ("a small triangle") counts
+    # as much as the last one. No weights of its own: the same tensors either way.
+    text_pooling: str = TextPooling.LAST
 
     def __post_init__(self) -> None:
         problems = []
@@ -82,6 +93,8 @@ class ModelConfig:
                 problems.append(f"{key}={getattr(self, key)} (expected >= 1)")
         if not 0 <= self.text_confidence <= 8:  # also refuses NaN
             problems.append(f"text_confidence={self.text_confidence} (expected 0, the paper, or a power in (0, 8])")
+        if self.text_pooling not in set(TextPooling):
+            problems.append(f"text_pooling={self.text_pooling!r} (expected one of {[p.value for p in TextPooling]})")
         if self.vocab_size < 4 and self.vocab_size >= 1:
             problems.append(f"vocab_size={self.vocab_size} (expected >= 4: the special tokens)")
         if problems:
@@ -97,7 +110,13 @@ class ModelConfig:
         return sum(self.feature_dims[f] for f in (space.paired if paired else space.features))
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The JSON form; ``text_pooling`` only when it is not the paper's (files stay as they were)."""
+        d = dataclasses.asdict(self)
+        if d["text_pooling"] == TextPooling.LAST:
+            del d["text_pooling"]
+        else:
+            d["text_pooling"] = str(d["text_pooling"])
+        return d
 
     @classmethod
     def from_json(cls, data: Any, source: str = "model config") -> ModelConfig:
@@ -122,6 +141,7 @@ class ModelConfig:
                 word_dim=int(data.get("word_dim", 300)),
                 embed_dim=int(data.get("embed_dim", 1024)),
                 text_confidence=float(data.get("text_confidence", 0.0)),
+                text_pooling=str(data.get("text_pooling", TextPooling.LAST)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             if isinstance(err, InputError):

@@ -32,7 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from jemc_infer.atomic import write_file
-from jemc_infer.config import LossMode, ModelConfig
+from jemc_infer.config import LossMode, ModelConfig, TextPooling
 from jemc_infer.errors import InputError, RunConflictError
 from jemc_infer.nn import JEMC, resolve_device, save_model
 from jemc_infer.text import Vocabulary
@@ -61,6 +61,7 @@ class TrainConfig:
     word_dim: int = 300  # word-embedding size
     embed_dim: int = 1024  # joint-space size
     text_confidence: float = 0.0  # ModelConfig.text_confidence: weigh each space's cosine by its text state's norm to this power
+    text_pooling: str = TextPooling.LAST  # ModelConfig.text_pooling: the GRU's last state (the paper) or its maximum over the words
     min_count: int = 4  # vocabulary threshold
     seed: int = 0
     checkpoint_seconds: float = 120.0  # also checkpoint within an epoch this often
@@ -71,6 +72,10 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         for k in ("epochs", "checkpoint_seconds", "device"):
             d.pop(k)
+        if d["text_pooling"] == TextPooling.LAST:  # runs started before the setting existed still resume
+            del d["text_pooling"]
+        else:
+            d["text_pooling"] = str(d["text_pooling"])
         d["loss"] = str(d["loss"]) if d["loss"] is not None else None
         return d
 
@@ -393,6 +398,7 @@ def train(
         spaces=preset.spaces, vocab_size=len(vocab),
         feature_dims={f: ds.feature_dims[f] for f in preset.features},
         word_dim=config.word_dim, embed_dim=config.embed_dim, text_confidence=config.text_confidence,
+        text_pooling=config.text_pooling,
     )
     identity = json.loads(json.dumps({  # in its JSON form, as it is compared with a saved one
         "format": STATE_FORMAT, "preset": preset.name, "train": config.identity(),

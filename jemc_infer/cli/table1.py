@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from jemc_infer.cli._common import echo_err, fail, handle_errors, parse_csv
+from jemc_infer.config import TextPooling
 
 app = typer.Typer()
 
@@ -39,8 +40,11 @@ def table1(
     loss: Annotated[str | None, typer.Option(help="Train every row with this loss (sum, hardest, weighted) "
                                                   "instead of each preset's own.")] = None,
     text_confidence: Annotated[float, typer.Option(min=0.0, max=8.0, help="Weigh each space's cosine by the norm of its text encoder's "
-                                                         "state to this power (0, the paper: plain cosines; the demo uses 2). "
+                                                         "state to this power (0, the paper: plain cosines; the demo uses 4). "
                                                          "Lets a fused model answer a query only one space can.")] = 0.0,
+    text_pooling: Annotated[TextPooling, typer.Option(help="What each text encoder keeps of its GRU's states: last (the paper: "
+                                                      "the state at the last word) or max (each dimension's maximum over the "
+                                                      "words; the demo uses it: short queries find more).")] = TextPooling.LAST,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no per-epoch lines (each run's log.jsonl keeps them).")] = False,
@@ -58,7 +62,8 @@ def table1(
     if plot is not None:
         check_plot_path(plot)  # now, not after hours of training
     config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size, lr=lr,
-                         lr_step=lr_step, seed=seed, device=device, loss=_loss(loss), text_confidence=text_confidence)
+                         lr_step=lr_step, seed=seed, device=device, loss=_loss(loss), text_confidence=text_confidence,
+                         text_pooling=text_pooling)
     rows = run_table1(data, out, config, presets=parse_csv(presets), split=split, progress=not quiet, echo=echo_err)
     typer.echo(format_table(rows))
     if plot is not None:

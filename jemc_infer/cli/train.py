@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from jemc_infer.cli._common import echo_err, handle_errors
-from jemc_infer.config import LossMode
+from jemc_infer.config import LossMode, TextPooling
 from jemc_infer.errors import InputError
 from jemc_infer.train.presets import PRESETS
 
@@ -32,8 +32,11 @@ def train(
     embed_dim: Annotated[int, typer.Option(min=1, help="Joint-space size.")] = 1024,
     word_dim: Annotated[int, typer.Option(min=1, help="Word-embedding size.")] = 300,
     text_confidence: Annotated[float, typer.Option(min=0.0, max=8.0, help="Weigh each space's cosine by the norm of its text encoder's "
-                                                         "state to this power (0, the paper: plain cosines; the demo uses 2). "
+                                                         "state to this power (0, the paper: plain cosines; the demo uses 4). "
                                                          "Lets a fused model answer a query only one space can.")] = 0.0,
+    text_pooling: Annotated[TextPooling, typer.Option(help="What each text encoder keeps of its GRU's states: last (the paper: "
+                                                      "the state at the last word) or max (each dimension's maximum over the "
+                                                      "words; the demo uses it: short queries find more).")] = TextPooling.LAST,
     min_count: Annotated[int, typer.Option(min=1, help="Vocabulary: keep words seen this often.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed (runs are deterministic on the CPU).")] = 0,
     checkpoint_seconds: Annotated[float, typer.Option(min=0.0, help="Checkpoint within an epoch this often.")] = 120.0,
@@ -51,7 +54,7 @@ def train(
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, loss=loss,
                          margin=margin, grad_clip=grad_clip, embed_dim=embed_dim, word_dim=word_dim,
                          min_count=min_count, seed=seed, checkpoint_seconds=checkpoint_seconds, device=device,
-                         text_confidence=text_confidence)
+                         text_confidence=text_confidence, text_pooling=text_pooling)
     try:
         result = run_training(data, preset, out, config, restart=restart, progress=not quiet, echo=echo_err)
     except RunConflictError as err:  # the same error, naming this command's options

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jemc_infer.config import ModelConfig, SpaceConfig
+from jemc_infer.config import ModelConfig, SpaceConfig, TextPooling
 
 EPS = 1e-12  # F.normalize's
 
@@ -22,17 +22,19 @@ def confidence_scale(h: Tensor, gamma: float) -> Tensor:
 
 
 class TextEncoder(nn.Module):
-    """Word embedding → 1-layer GRU over right-padded ids → output at ``length - 1`` → L2-norm.
+    """Word embedding → 1-layer GRU over right-padded ids → output at ``length - 1`` (or the
+    maximum over outputs ``0 … length - 1``, ``pooling="max"``) → L2-norm.
 
     No ``pack_padded_sequence``: it cannot be exported to ONNX. A GRU over the padded batch
-    gives the same output at the last real token, because the GRU is causal (padding comes
-    after it).
+    gives the same outputs up to the last real token, because the GRU is causal (padding comes
+    after it); the maximum leaves the padded positions out. Lengths below 1 count as 1.
     """
 
-    def __init__(self, vocab_size: int, word_dim: int, embed_dim: int) -> None:
+    def __init__(self, vocab_size: int, word_dim: int, embed_dim: int, pooling: str = TextPooling.LAST) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, word_dim)
         self.rnn = nn.GRU(word_dim, embed_dim, num_layers=1, batch_first=True)
+        self.pooling = TextPooling(pooling)
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
 
     def forward(self, ids: Tensor, lengths: Tensor, normalize: bool = True) -> Tensor:
@@ -51,9 +53,13 @@ class TextEncoder(nn.Module):
         # in exported graphs (an implicit one is baked in at the export batch size).
         h0 = x.new_zeros(1, ids.shape[0], self.rnn.hidden_size)
         out, _ = self.rnn(x, h0)
-        idx = (lengths.to(torch.int64) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[2])
-        last = out.gather(1, idx).squeeze(1)
-        return F.normalize(last, dim=1) if normalize else last
+        if self.pooling is TextPooling.MAX:
+            real = torch.arange(out.shape[1], device=out.device).view(1, -1) < lengths.to(torch.int64).clamp(min=1).view(-1, 1)
+            pooled = out.masked_fill(~real.unsqueeze(2), float("-inf")).amax(dim=1)
+        else:
+            idx = (lengths.to(torch.int64) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[2])
+            pooled = out.gather(1, idx).squeeze(1)
+        return F.normalize(pooled, dim=1) if normalize else pooled
 
 
 class VideoHead(nn.Module):
@@ -77,7 +83,7 @@ class JointSpace(nn.Module):
     def __init__(self, config: ModelConfig, space: SpaceConfig) -> None:
         super().__init__()
         self.space = space
-        self.text = TextEncoder(config.vocab_size, config.word_dim, config.embed_dim)
+        self.text = TextEncoder(config.vocab_size, config.word_dim, config.embed_dim, config.text_pooling)
         self.video = VideoHead(config.input_dim(space), config.embed_dim)
         self.paired = VideoHead(config.input_dim(space, paired=True), config.embed_dim) if space.paired else None
 
@@ -119,10 +125,10 @@ class JEMC(nn.Module):
 
     def encode_text(self, ids: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         """Space name → [B, E] text embedding: L2-normalised, or with ``config.text_confidence`` γ
-        the unit vector times the GRU's last state's norm to the power γ (which weighs the space's cosine)."""
+        the unit vector times the pooled GRU state's norm to the power γ (which weighs the space's cosine)."""
         gamma = self.config.text_confidence
         out = {name: sp.text(ids, lengths, normalize=not gamma) for name, sp in self.spaces.items()}
-        if gamma and gamma != 1:  # γ = 1: the last state as it is
+        if gamma and gamma != 1:  # γ = 1: the pooled state as it is
             out = {k: confidence_scale(h, gamma) for k, h in out.items()}
         return out
 

@@ -224,14 +224,8 @@ def test_the_full_demo_meets_the_retrieval_bar(full: tuple[Path, dict]) -> None:
     assert report["max_difference"] <= 0.5
 
 
-# Not strict: these figures sit a few points from the bar and move by as much between runs (x264 now
-# and then encodes a world video differently, and the backbones follow the pixels: README).
-_UNMET = pytest.mark.xfail(strict=False, reason="issue 11 open: on world seed 0 fusion precision@5 is 86-91% on object queries "
-                                               "and 88-91% on activity queries across training seeds (README, 'Not met yet')")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("stream", [pytest.param("object", marks=_UNMET), pytest.param("activity", marks=_UNMET), "audio"])
+@pytest.mark.parametrize("stream", ["object", "activity", "audio"])
 def test_the_full_demo_meets_the_attribute_bar(full: tuple[Path, dict], stream: str) -> None:
     """Attribute precision@5 >= 90% for the stream's queries through the deployed fusion model."""
     deployed = full[1]["held_out"]["deployed"]
