@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from jemc_infer.config import TextPooling
 from jemc_infer.errors import InputError
 from jemc_infer.specs import GraphSpec
 
@@ -89,9 +90,7 @@ def text_loop_model(weights: list[dict[str, np.ndarray]], spec: GraphSpec, confi
         pooling: ``ModelConfig.text_pooling``: ``"last"`` keeps the state at the last real token,
             ``"max"`` each dimension's maximum over the real tokens' states.
     """
-    if pooling not in ("last", "max"):
-        raise InputError(f"text pooling | {pooling!r} | expected 'last' or 'max'")
-    keep_max = pooling == "max"
+    keep_max = TextPooling(pooling) is TextPooling.MAX
     from onnx import TensorProto, helper, numpy_helper
 
     spaces, hidden = len(weights), weights[0]["w_hh"].shape[1]

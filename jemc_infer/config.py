@@ -2,8 +2,9 @@
 
 A model is a list of joint spaces. Each space has its own text encoder (embedding → GRU → its state
 at the last real token, or the maximum of its states over the real tokens → L2-normalise) and a
-video head (Linear over the concatenation of the features it names → L2-normalise). The retrieval score is ``Σ_s weight_s · cos_s`` (with ``text_confidence`` γ,
-each cosine also times the norm of the space's text state to the power γ).
+video head (Linear over the concatenation of the features it names → L2-normalise). The retrieval
+score is ``Σ_s weight_s · cos_s`` (with ``text_confidence`` γ, each cosine also times the norm of
+the space's text state to the power γ).
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ class ModelConfig:
     word_dim: int = 300  # word-embedding size
     embed_dim: int = 1024  # joint-space size (= GRU hidden size)
     # 0 (the paper): every space's text embedding is L2-normalised, the score Σ_s w_s·cos_s.
-    # γ > 0: the text embedding is the unit vector times |h|^γ, h the GRU's pooled state (text_pooling), so each
-    # space's cosine counts by that norm to the power γ: a space whose text encoder responds weakly
-    # to a query ("a large star" in the activity space) counts less. Training is unchanged (its
-    # losses use cosines); a bundle written when this was a yes/no setting reads True as 1.
+    # γ > 0: the text embedding is the unit vector times |h|^γ, h the GRU's pooled state
+    # (text_pooling), so each space's cosine counts by that norm to the power γ: a space whose text
+    # encoder responds weakly to a query ("a large star" in the activity space) counts less.
+    # Training is unchanged (its losses use cosines); a bundle written when this was a yes/no
+    # setting reads True as 1.
     text_confidence: float = 0.0
     # "last" (the paper): the GRU's state at the caption's last word. "max": each dimension's
     # maximum over every word's state, so a word early in a short query ("a small triangle") counts

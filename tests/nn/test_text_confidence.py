@@ -16,10 +16,11 @@ from jemc_infer.nn import JEMC  # noqa: E402
 FEATURES = {"resnet": 12, "i3d": 8, "audio": 6}
 
 
-def _model(confidence: float) -> JEMC:
+def _model(confidence: float, pooling: str = "last") -> JEMC:
     torch.manual_seed(0)
     config = ModelConfig(spaces=(SpaceConfig("object", ("resnet",)), SpaceConfig("activity", ("i3d", "audio"))),
-                         vocab_size=30, feature_dims=FEATURES, word_dim=8, embed_dim=16, text_confidence=confidence)
+                         vocab_size=30, feature_dims=FEATURES, word_dim=8, embed_dim=16, text_confidence=confidence,
+                         text_pooling=pooling)
     return JEMC(config).eval()
 
 
@@ -66,15 +67,18 @@ def test_each_space_counts_by_its_text_state_norm_to_the_power(gamma: float) -> 
     torch.testing.assert_close(weighed.similarity(text, video), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("pooling", ["last", "max"])
 @pytest.mark.parametrize("confidence", [0.0, 1.0, 2.0])
-def test_the_matmul_text_graph_follows_the_setting(confidence: float) -> None:
+def test_the_matmul_text_graph_follows_the_setting(confidence: float, pooling: str) -> None:
+    """The int8 graph's fp32 MatMul form gives the torch model's embeddings, with either
+    ``text_pooling`` (``tests/nn/test_text_pooling.py`` has the rest of that setting)."""
     import onnxruntime as ort
 
     from jemc_infer.export.text_int8 import gru_weights, text_loop_model
     from jemc_infer.specs import text_spec
 
-    model = _model(confidence)
-    graph = text_loop_model(gru_weights(model), text_spec(model.config), confidence=confidence)
+    model = _model(confidence, pooling)
+    graph = text_loop_model(gru_weights(model), text_spec(model.config), confidence=confidence, pooling=pooling)
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     ids, lengths = _inputs()
     got = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})

@@ -1,6 +1,7 @@
 """``ModelConfig.text_pooling``: a text encoder keeps its GRU's state at the last real token (the
 paper) or each dimension's maximum over the real tokens — in the torch model, the bundle's config
-file, the exported ONNX text graph, and the int8 text graph (fp32 MatMul form and quantised)."""
+file, the exported ONNX text graph and the quantised int8 text graph (its fp32 MatMul form, with
+every ``text_confidence``, is tested in ``tests/nn/test_text_confidence.py``)."""
 
 from __future__ import annotations
 
@@ -63,24 +64,6 @@ def test_max_pooling_is_the_maximum_over_each_captions_own_words() -> None:
     last = _model("last")
     with torch.no_grad():
         assert not torch.allclose(last.encode_text(ids, lengths)["object"], model.encode_text(ids, lengths)["object"])
-
-
-@pytest.mark.parametrize("confidence", [0.0, 2.0])
-def test_the_matmul_text_graph_pools_as_the_model(confidence: float) -> None:
-    import onnxruntime as ort
-
-    from jemc_infer.export.text_int8 import gru_weights, text_loop_model
-    from jemc_infer.specs import text_spec
-
-    model = _model("max", confidence)
-    graph = text_loop_model(gru_weights(model), text_spec(model.config), confidence=confidence, pooling="max")
-    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    ids, lengths = _inputs()
-    got = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})
-    with torch.no_grad():
-        want = model.encode_text(ids, lengths)
-    for g, name in zip(got, [s.name for s in model.config.spaces], strict=True):
-        np.testing.assert_allclose(g, want[name].numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_a_max_pooling_bundle_exports_text_graphs_that_pool(tiny_bundle: Path, held_out_data: Path, tmp_path: Path,
