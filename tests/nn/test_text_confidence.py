@@ -10,27 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from jemc_infer.config import ModelConfig, SpaceConfig  # noqa: E402
-from jemc_infer.nn import JEMC  # noqa: E402
+from support.tiny_text import FEATURES, caption_batch, tiny_jemc  # noqa: E402
 
-FEATURES = {"resnet": 12, "i3d": 8, "audio": 6}
-
-
-def _model(confidence: float, pooling: str = "last") -> JEMC:
-    torch.manual_seed(0)
-    config = ModelConfig(spaces=(SpaceConfig("object", ("resnet",)), SpaceConfig("activity", ("i3d", "audio"))),
-                         vocab_size=30, feature_dims=FEATURES, word_dim=8, embed_dim=16, text_confidence=confidence,
-                         text_pooling=pooling)
-    return JEMC(config).eval()
-
-
-def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
-    rng = np.random.default_rng(0)
-    return torch.from_numpy(rng.integers(4, 30, size=(5, 7))), torch.tensor([7, 1, 3, 5, 2])
+from jemc_infer.config import ModelConfig  # noqa: E402
 
 
 def test_the_setting_survives_the_config_file_and_defaults_to_the_paper() -> None:
-    config = _model(2.0).config
+    config = tiny_jemc(2.0).config
     assert ModelConfig.from_json(config.to_json()).text_confidence == 2.0
     legacy = config.to_json()
     del legacy["text_confidence"]  # a bundle written before the setting existed
@@ -44,15 +30,15 @@ def test_a_bad_power_is_refused(bad: float) -> None:
     from jemc_infer.errors import InputError
 
     with pytest.raises(InputError, match="text_confidence"):
-        _model(bad)
+        tiny_jemc(bad)
 
 
 @pytest.mark.parametrize("gamma", [1.0, 2.0, 0.5])
 def test_each_space_counts_by_its_text_state_norm_to_the_power(gamma: float) -> None:
-    plain, raw_state, weighed = _model(0.0), _model(1.0), _model(gamma)
+    plain, raw_state, weighed = tiny_jemc(0.0), tiny_jemc(1.0), tiny_jemc(gamma)
     raw_state.load_state_dict(plain.state_dict())
     weighed.load_state_dict(plain.state_dict())
-    ids, lengths = _inputs()
+    ids, lengths = caption_batch([7, 1, 3, 5, 2])
     feats = {k: torch.randn(4, d) for k, d in FEATURES.items()}
     with torch.no_grad():
         unit, raw, text = plain.encode_text(ids, lengths), raw_state.encode_text(ids, lengths), weighed.encode_text(ids, lengths)
@@ -77,10 +63,10 @@ def test_the_matmul_text_graph_follows_the_setting(confidence: float, pooling: s
     from jemc_infer.export.text_int8 import gru_weights, text_loop_model
     from jemc_infer.specs import text_spec
 
-    model = _model(confidence, pooling)
+    model = tiny_jemc(confidence, pooling)
     graph = text_loop_model(gru_weights(model), text_spec(model.config), confidence=confidence, pooling=pooling)
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    ids, lengths = _inputs()
+    ids, lengths = caption_batch([7, 1, 3, 5, 2])
     got = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})
     with torch.no_grad():
         want = model.encode_text(ids, lengths)
@@ -108,7 +94,7 @@ def test_the_exported_text_graph_carries_the_power(tiny_bundle, tmp_path, small_
     model = model_from_bundle(out)
     assert model.config.text_confidence == 2.0
     session = ort.InferenceSession(str(out / graph_entry(out, "text").path), providers=["CPUExecutionProvider"])
-    ids, lengths = _inputs()
+    ids, lengths = caption_batch([7, 1, 3, 5, 2])
     got = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})
     with torch.no_grad():
         want = model.encode_text(ids, lengths)

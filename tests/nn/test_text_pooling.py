@@ -15,41 +15,27 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from jemc_infer.config import ModelConfig, SpaceConfig, TextPooling  # noqa: E402
+from support.tiny_text import caption_batch, tiny_jemc  # noqa: E402
+
+from jemc_infer.config import ModelConfig, TextPooling  # noqa: E402
 from jemc_infer.errors import InputError  # noqa: E402
-from jemc_infer.nn import JEMC  # noqa: E402
-
-FEATURES = {"resnet": 12, "i3d": 8, "audio": 6}
-
-
-def _model(pooling: str, confidence: float = 0.0) -> JEMC:
-    torch.manual_seed(0)
-    config = ModelConfig(spaces=(SpaceConfig("object", ("resnet",)), SpaceConfig("activity", ("i3d", "audio"))),
-                         vocab_size=30, feature_dims=FEATURES, word_dim=8, embed_dim=16, text_confidence=confidence,
-                         text_pooling=pooling)
-    return JEMC(config).eval()
-
-
-def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
-    rng = np.random.default_rng(0)
-    return torch.from_numpy(rng.integers(4, 30, size=(5, 7))), torch.tensor([7, 1, 3, 5, 0])
 
 
 def test_the_setting_survives_the_config_file_and_defaults_to_the_paper() -> None:
-    config = _model("max").config
+    config = tiny_jemc(pooling="max").config
     assert ModelConfig.from_json(json.loads(json.dumps(config.to_json()))).text_pooling == "max"
     legacy = config.to_json()
     del legacy["text_pooling"]  # a bundle written before the setting existed
     assert ModelConfig.from_json(legacy).text_pooling == "last"
     with pytest.raises(InputError, match="text_pooling='mean'"):
-        _model("mean")
+        tiny_jemc(pooling="mean")
 
 
 def test_max_pooling_is_the_maximum_over_each_captions_own_words() -> None:
     """Each caption encoded alone (no padding at all): the maximum of its GRU states; padding ids
     change nothing; a length of 0 counts as 1, as the last-token encoder has it."""
-    model = _model("max")
-    ids, lengths = _inputs()
+    model = tiny_jemc(pooling="max")
+    ids, lengths = caption_batch([7, 1, 3, 5, 0])
     with torch.no_grad():
         got = {name: sp.text(ids, lengths, normalize=False) for name, sp in model.spaces.items()}
         other_padding = ids.clone()
@@ -61,7 +47,7 @@ def test_max_pooling_is_the_maximum_over_each_captions_own_words() -> None:
                 alone, _ = sp.text.rnn(sp.text.embed(ids[row:row + 1, :max(n, 1)]))
                 torch.testing.assert_close(got[name][row], alone[0].amax(dim=0))
             torch.testing.assert_close(again[name], got[name])
-    last = _model("last")
+    last = tiny_jemc(pooling="last")
     with torch.no_grad():
         assert not torch.allclose(last.encode_text(ids, lengths)["object"], model.encode_text(ids, lengths)["object"])
 
