@@ -37,6 +37,7 @@ def table1(
     batch_size: Annotated[int, typer.Option(min=2, help="Captions per step.")] = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 2e-4,
     lr_step: Annotated[int, typer.Option(min=1, help="Decay the learning rate every N epochs.")] = 15,
+    margin: Annotated[float, typer.Option(help="Hinge margin (0.2 in the paper; the demo uses 0.4).")] = 0.2,
     loss: Annotated[str | None, typer.Option(help="Train every row with this loss (sum, hardest, weighted) "
                                                   "instead of each preset's own.")] = None,
     text_confidence: Annotated[float, typer.Option(min=0.0, max=8.0, help="Weigh each space's cosine by the norm of its text encoder's "
@@ -62,7 +63,7 @@ def table1(
     if plot is not None:
         check_plot_path(plot)  # now, not after hours of training
     config = TrainConfig(epochs=epochs, embed_dim=embed_dim, word_dim=word_dim, batch_size=batch_size, lr=lr,
-                         lr_step=lr_step, seed=seed, device=device, loss=_loss(loss), text_confidence=text_confidence,
+                         lr_step=lr_step, margin=margin, seed=seed, device=device, loss=_loss(loss), text_confidence=text_confidence,
                          text_pooling=text_pooling)
     rows = run_table1(data, out, config, presets=parse_csv(presets), split=split, progress=not quiet, echo=echo_err)
     typer.echo(format_table(rows))

@@ -59,12 +59,13 @@ def test_train_evaluate_table1(tiny_data: Path, tmp_path: Path) -> None:
     assert "Audio" in lines[2] and "JEMC" in lines[3]
     saved = json.loads((tmp_path / "t1" / "table1.json").read_text())
     assert [row["preset"] for row in saved["rows"]] == ["audio", "jemc"]
-    # one loss for every row instead of each preset's own: named in the rows and the saved config
+    # one loss (and margin) for every row instead of each preset's own: named in the rows and the saved config
     r = _run("table1", "--data", tiny_data, "--out", tmp_path / "t1-sum", "--epochs", 1, "--presets", "audio",
-             "--batch-size", 32, *TINY, "--quiet", "--loss", "sum")
+             "--batch-size", 32, *TINY, "--quiet", "--loss", "sum", "--margin", 0.4)
     assert r.exit_code == 0, r.output
     assert "Audio, sum loss" in r.stdout
-    assert json.loads((tmp_path / "t1-sum" / "table1.json").read_text())["config"]["loss"] == "sum"
+    config = json.loads((tmp_path / "t1-sum" / "table1.json").read_text())["config"]
+    assert config["loss"] == "sum" and config["margin"] == 0.4
     _one_line_error(_run("table1", "--data", tiny_data, "--loss", "nope"), "--loss | 'nope' | expected one of sum, hardest, weighted")
 
 

@@ -224,14 +224,8 @@ def test_the_full_demo_meets_the_retrieval_bar(full: tuple[Path, dict]) -> None:
     assert report["max_difference"] <= 0.5
 
 
-# Not strict: activity queries met the bar in 12 of 13 runs measured (fusion 88.6-97.8; x264 now and then
-# encodes a world video differently, and the backbones follow the pixels: README, "The bar, measured").
-_ACTIVITY_UNMET = pytest.mark.xfail(strict=False, reason="issue 11 open: fusion precision@5 on activity queries was 88.6 "
-                                                        "in one run of 13 (91.4-97.8 in the others)")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("stream", ["object", pytest.param("activity", marks=_ACTIVITY_UNMET), "audio"])
+@pytest.mark.parametrize("stream", ["object", "activity", "audio"])
 def test_the_full_demo_meets_the_attribute_bar(full: tuple[Path, dict], stream: str) -> None:
     """Attribute precision@5 >= 90% for the stream's queries through the deployed fusion model."""
     deployed = full[1]["held_out"]["deployed"]
