@@ -4,7 +4,8 @@ Everything a renderer could leave as a fingerprint differs from ``jemc_infer.tra
 drawing (Pillow's rasteriser, pure RGB colours, no jitter), the frame size (400×300, not one of
 the world's), the frame rate (50/s), the file (MPEG-2 video and MPEG-1 layer II audio in an MPEG
 program stream), the audio rate (32 kHz) and the sound itself (triangle waves, with odd
-harmonics, where the world plays pure sines). A model that learnt the cues and not the renderer finds them like any world video.
+harmonics, where the world plays pure sines). A model that learnt the cues and not the renderer
+finds them like any world video.
 """
 
 from __future__ import annotations
@@ -62,19 +63,17 @@ def write(video: Foreign, path: Path) -> None:
     with av.open(str(path), "w") as out:
         vs = out.add_stream("mpeg2video", rate=FPS)
         vs.width, vs.height, vs.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        audio = None
-        if video.tone_hz is not None:
-            audio = out.add_stream("mp2", rate=SAMPLE_RATE)
-            audio.layout = "mono"
+        wave = None if video.tone_hz is None else _triangle_wave(video.tone_hz)
+        audio = None if wave is None else out.add_stream("mp2", rate=SAMPLE_RATE, layout="mono")
         still = _frame(video)
         for k in range(int(FPS * SECONDS)):
             frame = av.VideoFrame.from_ndarray(still, format="rgb24")
             frame.pts, frame.time_base = k, fractions.Fraction(1, FPS)
             out.mux(vs.encode(frame))
         out.mux(vs.encode())
-        if audio is None or video.tone_hz is None:
+        if audio is None or wave is None:
             return
-        wave, n = _triangle_wave(video.tone_hz), audio.codec_context.frame_size or 1152
+        n = audio.codec_context.frame_size or 1152
         for start in range(0, len(wave), n):
             chunk = np.pad(wave[start:start + n], (0, max(0, start + n - len(wave))))
             pcm = (chunk * 32767).astype(np.int16).reshape(1, -1)
