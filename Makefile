@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 required; set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,train,dev,serve,ray,jit]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,train,dev,serve,ray]'
 	# type stubs for the TensorRT code (mypy runs in the tests); --no-deps: they name tensorrt,
 	# which only NVIDIA's index has
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt tensorrt-stubs
@@ -44,7 +44,7 @@ demo: $(STAMP)
 	$(BIN)/jemc-infer demo --out demo
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,train,dev,bench,jit]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,train,dev,bench]'
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/engines_cpu.py
 	$(BIN)/python benchmarks/text_encoder.py

@@ -4,10 +4,8 @@ For each N: random L2-normalised rows [N, D] written once as 4 fp32 ``.npy`` sha
 shards, and the int8 compact copy of the fp32 shards as an index keeps it) under ``--dir``, in
 blocks so the writer's memory stays small. Ours runs twice: the full scan of the fp32 rows
 (``compact=False``) and the compact scan (int8 copy + exact rescoring from the fp32 rows, what an
-index made by ``embed`` does; its results are checked against the full scan's) — with onnxruntime's
-int8 product (a one-shot ``query``'s) and again with numba's (``jemc_infer.index.jit``, which
-``serve`` enables at start; at 64 queries both take onnxruntime's). The compact scan
-runs next to numpy and torch (while they hold their 8 GB copy at 1M) and again next to faiss (while
+index made by ``embed`` does, with NumKong's int8 products; its results are checked against the
+full scan's). The compact scan runs next to numpy and torch (while they hold their 8 GB copy at 1M) and again next to faiss (while
 faiss holds its own): each peer is compared with ours from its own phase, as the page cache left
 to our memory maps differs between them. Then, in a fresh process
 per N, every method runs every cell (nq in {1, 64} x k in {10, 1000}): one warm-up call (which
@@ -48,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 
-from jemc_infer.index import jit
 from jemc_infer.index.compact import Segment, fill
 from jemc_infer.index.search import search
 from jemc_infer.index.source import InMemory, Shard
@@ -75,7 +72,7 @@ def write_data(folder: Path, n: int, dim: int, block: int = 32768) -> None:
         del f32, f16
         np.save(folder / f"ids_{s}.npy", np.arange(bounds[s], bounds[s + 1], dtype=np.int64))
         shard = Shard(np.load(folder / f"f32_{s}.npy", mmap_mode="r"), np.zeros(rows, np.int64), s)
-        codes = np.lib.format.open_memmap(folder / f"c8_{s}.npy", mode="w+", dtype=np.int8, shape=(rows * dim,))
+        codes = np.lib.format.open_memmap(folder / f"c8_{s}.npy", mode="w+", dtype=np.int8, shape=(rows, dim))
         residual = np.lib.format.open_memmap(folder / f"r8_{s}.npy", mode="w+", dtype=np.int8, shape=(rows, dim))
         meta = np.lib.format.open_memmap(folder / f"c8meta_{s}.npy", mode="w+", dtype=np.float32, shape=(rows, 5))
         fill([shard], codes, residual, meta)
@@ -139,17 +136,6 @@ def timed(fn, repeats: int) -> float:  # noqa: ANN001
     return statistics.median(times) * 1000
 
 
-def numba_timed(fn, repeats: int) -> float:  # noqa: ANN001
-    """:func:`timed` with the compact scan's numba product enabled (as ``serve`` runs it)."""
-    why = jit.enable()
-    if why is not None:
-        sys.exit(f"numba product | {why} | expected the [jit] extra (make bench installs it)")
-    try:
-        return timed(fn, repeats)
-    finally:
-        jit.disable()
-
-
 def _phase_in_ram(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, src8: InMemory, repeats: int) -> dict:
     """Ours (page cache) against numpy and torch (anonymous memory), alternating per cell."""
     import torch
@@ -163,7 +149,6 @@ def _phase_in_ram(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, src
             sys.exit(f"compact search | other results than the full scan at {key} | expected the same (a bug)")
         out[f"ours fp32 {key}"] = timed(lambda: search(src32, q, k, compact=False), repeats)  # noqa: B023
         out[f"ours compact {key}"] = timed(lambda: search(src8, q, k, compact=True), repeats)  # noqa: B023
-        out[f"ours compact numba {key}"] = numba_timed(lambda: search(src8, q, k, compact=True), repeats)  # noqa: B023
         out[f"numpy {key}"] = timed(lambda: numpy_topk(full, q, k), repeats)  # noqa: B023
         out[f"torch {key}"] = timed(lambda: torch.topk(torch.mm(tq, tfull.T), k, dim=1), repeats)  # noqa: B023
     return out
@@ -196,7 +181,6 @@ def _phase_faiss(folder: Path, n: int, dim: int, qs: dict, src32: InMemory, src8
         key, q = f"nq={nq} k={k}", qs[nq]
         out[f"faiss {key}"] = timed(lambda: index.search(q, k), repeats)  # noqa: B023
         out[f"ours compact {key}"] = timed(lambda: search(src8, q, k, compact=True), repeats)  # noqa: B023
-        out[f"ours compact numba {key}"] = numba_timed(lambda: search(src8, q, k, compact=True), repeats)  # noqa: B023
     index.reset()  # frees its copy of the rows before the quantizer makes its own
     sq = _faiss_index(folder, dim, "sq8")
     for nq, k in CELLS:
@@ -219,8 +203,6 @@ def child_times(folder: Path, n: int, dim: int, repeats: int) -> dict:
         # the compact scan ran in both phases: each peer is compared with ours from its own phase
         out[f"ours compact {key}"] = a[f"ours compact {key}"]
         out[f"ours compact next to faiss {key}"] = b[f"ours compact {key}"]
-        out[f"ours compact numba {key}"] = a[f"ours compact numba {key}"]
-        out[f"ours compact numba next to faiss {key}"] = b[f"ours compact numba {key}"]
         out[f"ours fp16 {key}"] = timed(lambda: search(src16, qs[nq], k, compact=False), repeats)  # noqa: B023
     return out
 
@@ -276,24 +258,21 @@ def run_child(mode: str, folder: Path, n: int, dim: int, repeats: int) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| N | nq | k | ours compact (next to numpy / next to faiss) | ours compact, numba product (same) | ours fp32 full scan "
-             "| ours fp16 full scan | numpy | torch | faiss | peer / ours compact, the closest peer | the same, numba product "
+    lines = ["| N | nq | k | ours compact (next to numpy / next to faiss) | ours fp32 full scan "
+             "| ours fp16 full scan | numpy | torch | faiss | peer / ours compact, the closest peer "
              "| faiss SQ8 (approx.) | its recall@k |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in results["sizes"].items():
         t = r["times_ms"]
         for nq, k in CELLS:
             key = f"nq={nq} k={k}"
             peers = {p: t[f"{p} {key}"] for p in ("numpy", "torch", "faiss")}
             ours = {p: t[f"ours compact next to faiss {key}" if p == "faiss" else f"ours compact {key}"] for p in peers}
-            fast = {p: t[f"ours compact numba next to faiss {key}" if p == "faiss" else f"ours compact numba {key}"] for p in peers}
             best = min(peers, key=lambda p: peers[p] / ours[p])  # the peer closest to ours, each in its own phase
-            best_fast = min(peers, key=lambda p: peers[p] / fast[p])
             cells = " | ".join(f"{peers[p]:,.1f}" for p in ("numpy", "torch", "faiss"))
             lines.append(f"| {int(n):,} | {nq} | {k} | **{ours['numpy']:,.1f}** / {ours['faiss']:,.1f} "
-                         f"| **{fast['numpy']:,.1f}** / {fast['faiss']:,.1f} | {t[f'ours fp32 {key}']:,.1f} "
+                         f"| {t[f'ours fp32 {key}']:,.1f} "
                          f"| {t[f'ours fp16 {key}']:,.1f} | {cells} | **{peers[best] / ours[best]:.2f}x** ({best}) "
-                         f"| **{peers[best_fast] / fast[best_fast]:.2f}x** ({best_fast}) "
                          f"| {t[f'faiss-sq8 {key}']:,.1f} | {t[f'faiss-sq8 recall {key}']:.3f} |")
     return "\n".join(lines)
 

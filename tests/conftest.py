@@ -12,15 +12,6 @@ TINY_DIMS = {"resnet": 48, "i3d": 32, "audio": 24}
 TINY_SYNTH = dict(n_train=320, n_val=40, n_test=40, captions_per_video=3, feature_dims=TINY_DIMS, noise=0.5, seed=1)
 
 
-@pytest.fixture(autouse=True)
-def _jit_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The compact scan's numba kernel, which a server enables for its process, is off again
-    after each test (each test that wants it enables it)."""
-    from jemc_infer.index import jit
-
-    monkeypatch.setattr(jit, "_state", dict(jit._state))  # the test's own copy: the module's comes back after
-
-
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 320/40/40-video synthetic dataset with small feature widths (read-only: copy to modify)."""

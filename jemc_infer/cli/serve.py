@@ -68,8 +68,7 @@ def serve(
     try:
         snap = library.snapshot()
         echo_err(f"{library.engine_why}; {len(snap.videos)} videos from {index}"
-                 + (f"; searched on Ray ({ray}, {library.ray_actors} shard actors)" if cluster else "")
-                 + (f"; {library.scan_why}" if library.scan_why else ""))
+                 + (f"; searched on Ray ({ray}, {library.ray_actors} shard actors)" if cluster else ""))
         if not is_loopback(host) and not token:
             echo_err(f"warning: serving {host} without a token (--insecure): anyone who can reach it can search and watch")
         shown = f"[{host}]" if ":" in host else host

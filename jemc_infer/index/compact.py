@@ -1,11 +1,10 @@
 """Exact search over a compact int8 copy of the rows: scan 4x fewer bytes, rescore the few that can win.
 
 A *segment* is the compact copy of a run of shards: each row ``x`` stored as ``r = round(x / s)``
-with one scale ``s = max|x| / 127`` per row, in blocks of :data:`BLOCK` rows each transposed
-(``[D, w]`` int8, so one integer matrix product scores a block against every query); the 7-bit
-residual codes ``r2`` of what that leaves out (``x ~ s r + s2 r2``, [n, D], read only for
-candidates); and per row ``(s, err, norm, s2, err2)``: bounds ``err >= ||x - s r||``,
-``err2 >= ||x - s r - s2 r2||`` and ``norm >= max(||x||, ||s r||)`` (:func:`quantise`).
+with one scale ``s = max|x| / 127`` per row (int8 [n, D], rows in order); the 7-bit residual codes
+``r2`` of what that leaves out (``x ~ s r + s2 r2``, [n, D], read only for candidates); and per
+row ``(s, err, norm, s2, err2)``: bounds ``err >= ||x - s r||``, ``err2 >= ||x - s r - s2 r2||``
+and ``norm >= max(||x||, ||s r||)`` (:func:`quantise`).
 
 The query ``q`` is split in two 7-bit parts, ``q = t1 a1 + t2 a2 + e`` (``a1, a2`` integers in
 [-63, 63], ``t2 = t1 / 64``, one product with both), which leaves its own error ``||e|| <= rho
@@ -19,58 +18,51 @@ lower bound; those are narrowed with their residual codes (the same bound with `
 tighter), and the few left are rescored from the full rows in float64 and ranked by (score desc,
 id asc): the brute-force oracle's ids, scores rounded from float64 — always, not usually.
 
-The integer product is onnxruntime's ``MatMulInteger`` (MLAS's u8 x s8 kernels; the u8 side is
-kept to 7 bits so AVX2's 16-bit pair sums cannot saturate). It checks itself on extreme operands
-when first used: a build where it is not exact is not used (the full scan runs instead). Once
-:func:`jemc_infer.index.jit.enable` has run (``serve`` does), the scan of one or two queries uses
-numba's kernel instead — the same integers, about twice as fast — and the residual narrowing
-reads its rows where they lie with numba's second kernel (onnxruntime's needs them gathered into
-a copy first). The narrowing runs its queries in the scan's threads: its random 2 kB reads are
-bound by memory latency, not bandwidth. Rows
-with a non-finite or huge value are not quantised: they are always rescored.
+The integer products are NumKong's (``numkong.dots_packed``: SIMD int8 dot products summed in
+int32, the codes of up to 16 queries packed once per search): the codes are read in place, once
+per 16 queries, and the module imports in ~1 ms, so a one-shot ``query`` pays nothing to load it
+(onnxruntime's ``MatMulInteger`` packed every block of codes before it multiplied: 1.7-1.9x slower
+at one query; numba's loop was a little faster but cost ~0.23 s to load: benchmarks/RESULTS.md).
+The product checks itself on extreme operands when first used: where it is missing or not exact,
+the full scan runs instead. The scan and the residual narrowing run in threads (NumKong releases
+the GIL); the narrowing's random 2 kB reads are bound by memory latency, not bandwidth. Rows with a
+non-finite or huge value are not quantised: they are always rescored.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from jemc_infer.errors import IndexCorruptError
-from jemc_infer.index import jit
 from jemc_infer.index.source import Shard
 
 _GROUP_SCORES = 1 << 20
 # Threads of the int8 scan: it is bound by memory bandwidth, which more cores share (measured on 2).
 SCAN_THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-BLOCK = 1024  # rows per transposed block: the product's operand stays in the L2 cache (measured, RESULTS.md)
-_QUERY_LEVELS = 63  # |a| <= 63: u8 (a + 64) <= 127, so u8 x s8 pairs sum within int16
-_ZERO_POINT = 64
+BLOCK = 1024  # rows per unit of the scan's work and of quantising (a product call takes up to 16)
+_QUERY_BATCH = 16  # queries per pass over a group of codes: beyond, NumKong's packed product slows (RESULTS.md)
+_QUERY_LEVELS = 63  # |a| <= 63: the two 7-bit halves of a query's codes
 _HUGE = 1e15  # rows (or queries) with larger values are rescored (or searched) in full
 _U32 = 2.0**-24  # float32 unit roundoff
-# MatMulInteger(A uint8 [m, D], B int8 [b, D, n], a_zero_point 64) -> int32 [b, m, n]: 157 bytes of ONNX
-# (tests/index/test_compact_search.py rebuilds it with onnx.helper and compares).
-_PRODUCT_ONNX = (
-    b'\x08\x07\x12\njemc-infer:\x86\x01\n\x1c\n\x01A\n\x01B\n\x02zp\x12\x01Y"\rMatMulInteger\x12\x0cint8_product*\t'
-    b'\x10\x02*\x01@B\x02zpZ\x15\n\x01A\x12\x10\n\x0e\x08\x02\x12\n\n\x03\x12\x01m\n\x03\x12\x01DZ\x1a\n\x01B\x12'
-    b'\x15\n\x13\x08\x03\x12\x0f\n\x03\x12\x01b\n\x03\x12\x01D\n\x03\x12\x01nb\x1a\n\x01Y\x12\x15\n\x13\x08\x06\x12'
-    b'\x0f\n\x03\x12\x01b\n\x03\x12\x01m\n\x03\x12\x01nB\x04\n\x00\x10\n')
 
 
 @dataclass(frozen=True)
 class Segment:
     """The int8 copy of a run of shards.
 
-    ``codes``: int8, flat [n * D]; block ``b`` (rows ``b*BLOCK`` up to ``b*BLOCK + w``) is the
-    ``[D, w]`` array at offset ``b*BLOCK*D``. ``residual``: int8 [n, D], the 7-bit codes of what
-    the first leaves out (read only for the rows the first pass cannot rule out). ``meta``: float32
-    [n, 5] = (scale, err, norm, scale2, err2) per row (:func:`quantise`); scale NaN marks a row
-    that is always rescored. ``keys`` and ``counts``: the shards it copies
+    ``codes``: int8 [n, D], row i the 8-bit codes of segment row i. ``residual``: int8 [n, D], the
+    7-bit codes of what the first leaves out (read only for the rows the first pass cannot rule
+    out). ``meta``: float32 [n, 5] = (scale, err, norm, scale2, err2) per row (:func:`quantise`);
+    scale NaN marks a row that is always rescored. ``keys`` and ``counts``: the shards it copies
     and their row counts, in order (segment row i is row i of their concatenation); a key the
     source does not yield is a shard whose rows are all dead.
     """
@@ -85,17 +77,10 @@ class Segment:
     def rows(self) -> int:
         return int(self.meta.shape[0])
 
-    def blocks(self, start: int, count: int, dim: int) -> np.ndarray:
-        """Up to ``count`` transposed int8 blocks [b, D, w] from row ``start`` (a multiple of
-        BLOCK): all full ones, or the last, partial one alone."""
-        w = min(BLOCK, self.rows - start)
-        b = 1 if w < BLOCK else max(1, min(count, (self.rows - start) // BLOCK))
-        return np.asarray(self.codes[start * dim : (start + b * w) * dim]).reshape(b, dim, w)
-
 
 def quantise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The compact copy of ``rows`` [n, D] (n <= BLOCK): int8 codes transposed ([D, n] flattened),
-    the 7-bit residual codes [n, D] and meta [n, 5] = (scale, err, norm, scale2, err2).
+    """The compact copy of ``rows`` [n, D]: int8 codes [n, D], the 7-bit residual codes [n, D] and
+    meta [n, 5] = (scale, err, norm, scale2, err2).
 
     ``x ~ scale r`` (8 bits) and ``x ~ scale r + scale2 r2`` (15 bits); ``err`` and ``err2`` bound
     the norms of what each leaves out, computed in float64 with the float32 scales the search uses,
@@ -119,7 +104,7 @@ def quantise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     meta[:, 2] = _round_up(norm * (1 + 1e-9))
     meta[:, 3] = np.where(special, np.nan, scale2)
     meta[:, 4] = _round_up(np.linalg.norm(res2, axis=1) * (1 + 1e-9) + slack)
-    return np.ascontiguousarray(r.astype(np.int8).T).reshape(-1), r2.astype(np.int8), meta
+    return r.astype(np.int8), r2.astype(np.int8), meta
 
 
 def _levels(x: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,99 +119,57 @@ def _round_up(v: np.ndarray) -> np.ndarray:
     return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
 
 
-Product = Callable[[np.ndarray, np.ndarray], np.ndarray]  # MatMulInteger(A u8 [m, D], B s8 [b, D, n], zero point 64)
-# (codes int8 [n, D], rows int64 [m], query codes int8 [1, D, 2]) -> codes[rows] @ query codes, int32 [m, 2]
-RowsProduct = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# score(codes int8 [r, D], upper float32 [nq, r]): upper[q] = 64 a1_q . codes + a2_q . codes (see _scorer)
+Scorer = Callable[[np.ndarray, np.ndarray], None]
 
 
-class _Product:
-    """onnxruntime's exact int8 product: single-threaded sessions, one per scanning thread, opened
-    once per process."""
-
-    _lock = threading.Lock()
-    _sessions: list[Product] = []
-    _exact: bool | None = None
-
-    @classmethod
-    def get(cls, count: int = 1) -> list[Product] | None:
-        """``count`` products, each its own session, or None where the product is not exact on this machine."""
-        with cls._lock:
-            if cls._exact is None:
-                cls._exact = _self_check(cls._open())
-            while cls._exact and len(cls._sessions) < count:
-                cls._open()
-            return cls._sessions[:count] if cls._exact else None
-
-    @classmethod
-    def _open(cls) -> Product:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = 1  # the scan runs one session per thread of its own
-        session = ort.InferenceSession(_PRODUCT_ONNX, opts, providers=["CPUExecutionProvider"])
-
-        def product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            return session.run(None, {"A": a, "B": b})[0]
-
-        cls._sessions.append(product)
-        return product
-
-
-def _gathered(product: Product) -> RowsProduct:
-    """The rows product through ``product``: the rows gathered into a copy, shifted to u8 ([-63, 63]
-    + 64: the residual codes' range keeps AVX2's pair sums from saturating)."""
-    def rows_product(codes: np.ndarray, rows: np.ndarray, query_codes: np.ndarray) -> np.ndarray:
-        return product(np.asarray(codes[rows]).view(np.uint8) + np.uint8(_ZERO_POINT), query_codes)[0]
-
-    return rows_product
+@functools.cache
+def _numkong() -> Any | None:
+    """NumKong's module once its products passed :func:`_self_check` in this process, else None
+    (not installed, or not exact on this machine: the search scans the full rows instead)."""
+    try:
+        import numkong
+    except ImportError:
+        return None
+    return numkong if _self_check(numkong) else None
 
 
 def _scrambled(count: int) -> np.ndarray:
     """``count`` well-mixed int64 values from a multiplicative hash (not numpy.random: its import
-    costs a query's cold start ~6 ms): the self-checks' operands."""
+    costs a query's cold start ~6 ms): the self-check's operands."""
     return (np.arange(count, dtype=np.int64) * 2654435761) % 4294967291 >> 8
 
 
 _CHECK_DIM = 2 * BLOCK + 3
 
 
-def _self_check(product: Product) -> bool:
-    """Extreme and scrambled operands against numpy's int64 product."""
+def _self_check(nk: Any) -> bool:
+    """NumKong's product on extreme and scrambled codes (odd sizes; the narrowing's two query rows
+    and a full batch of the scan's) against numpy's exact product."""
     dim = _CHECK_DIM
-    mix = _scrambled(dim * (3 + 37))
-    a = np.concatenate([np.full((1, dim), 127, np.uint8), np.ones((1, dim), np.uint8),
-                        (1 + mix[:3 * dim] % 127).astype(np.uint8).reshape(3, dim)])
-    b = np.concatenate([np.full((dim, 1), 127, np.int8), np.full((dim, 1), -127, np.int8),
-                        (mix[3 * dim:] % 255 - 127).astype(np.int8).reshape(dim, 37)], axis=1)
-    b = np.stack([b, -b])
-    got = product(a, b)
-    return bool(np.array_equal(got, (a.astype(np.int64) - _ZERO_POINT) @ b.astype(np.int64)))
-
-
-def _rows_self_check(rows_product: RowsProduct) -> bool:
-    """A rows product on extreme and scrambled operands, rows picked out of order and twice,
-    against numpy's int64 product."""
-    dim = _CHECK_DIM
-    mix = _scrambled(dim * 7)
-    codes = (mix % 256 - 128).astype(np.int8).reshape(7, dim)
-    codes[0], codes[1] = -128, 127
-    query = np.stack([np.full(dim, -128, np.int8), (mix[:dim] % 255 - 127).astype(np.int8)], axis=1)[None]  # [1, D, 2]
-    picked = np.array([6, 0, 3, 3, 1, 5], np.int64)
-    got = rows_product(codes, picked, query)
-    return bool(np.array_equal(got, codes[picked].astype(np.int64) @ query[0].astype(np.int64)))
+    mix = _scrambled(dim * (37 + 2 * _QUERY_BATCH))
+    codes = (mix[: 37 * dim] % 256 - 128).astype(np.int8).reshape(37, dim)
+    codes[0], codes[1], codes[2] = 127, -127, -128
+    for m in (2, 2 * _QUERY_BATCH):
+        a = (mix[37 * dim : (37 + m) * dim] % 127 - 63).astype(np.int8).reshape(m, dim)
+        a[0], a[1] = _QUERY_LEVELS, -_QUERY_LEVELS
+        got = np.asarray(nk.dots_packed(codes, nk.dots_pack(a)))
+        if not np.array_equal(got, codes.astype(np.float64) @ a.T.astype(np.float64)):  # BLAS, exact: integers < 2**53
+            return False
+    return True
 
 
 def usable(queries: np.ndarray) -> bool:
     """Whether the compact scan can answer these queries exactly here."""
-    return bool(np.abs(queries).max(initial=0.0) <= _HUGE) and _Product.get() is not None
+    return bool(np.abs(queries).max(initial=0.0) <= _HUGE) and _numkong() is not None
 
 
 def _split_queries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(A uint8 [2 nq, D], scale [nq] float32, rho): ``q . (s r) = qn * scale * s * (64 a1.r + a2.r)``
-    up to the query's own error ``e``, and ``||e|| <= rho * ||q||`` for every query. Scores are
-    kept divided by each query's norm ``qn`` (1 for a zero query): the order within a query is the
-    same, and the bound becomes one number per row for all queries: ``err + rho * norm``."""
+    """(a int8 [2 nq, D]: the halves a1 then a2, scale [nq] float32, rho): ``q . (s r) = qn * scale
+    * s * (64 a1.r + a2.r)`` up to the query's own error ``e``, and ``||e|| <= rho * ||q||`` for
+    every query. Scores are kept divided by each query's norm ``qn`` (1 for a zero query): the
+    order within a query is the same, and the bound becomes one number per row for all queries:
+    ``err + rho * norm``."""
     x = q.astype(np.float64)
     t1 = np.max(np.abs(x), axis=1) / _QUERY_LEVELS
     t1 = np.where(t1 > 0, t1, 1.0).astype(np.float32).astype(np.float64)
@@ -234,12 +177,35 @@ def _split_queries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     a1 = np.clip(np.rint(x / t1[:, None]), -_QUERY_LEVELS, _QUERY_LEVELS)
     a2 = np.clip(np.rint((x - a1 * t1[:, None]) / t2[:, None]), -_QUERY_LEVELS, _QUERY_LEVELS)
     e = x - a1 * t1[:, None] - a2 * t2[:, None]
-    a = (np.concatenate([a1, a2]) + _ZERO_POINT).astype(np.uint8)
+    a = np.concatenate([a1, a2]).astype(np.int8)
     qn = np.linalg.norm(x, axis=1)
     qn = np.where(qn > 0, qn, 1.0)
     # the float32 rounding of the approximate score (~4 u of its size) is in each row's err already
     rho = float(np.max(np.linalg.norm(e, axis=1) / qn, initial=0.0)) * (1 + 1e-6) + 1e-12
     return a, (t2 / qn).astype(np.float32), rho
+
+
+def _scorer(nk: Any, a: np.ndarray) -> Scorer:
+    """The scan's product for query codes ``a`` (:func:`_split_queries`): the codes of up to
+    :data:`_QUERY_BATCH` queries (both halves) packed once, each batch one pass over the rows."""
+    nq, dim = a.shape[0] // 2, a.shape[1]
+    batches = [(lo, min(nq, lo + _QUERY_BATCH)) for lo in range(0, nq, _QUERY_BATCH)]
+    packed = [nk.dots_pack(np.concatenate([a[lo:hi], a[nq + lo : nq + hi]])) for lo, hi in batches]
+
+    def score(codes: np.ndarray, upper: np.ndarray) -> None:
+        for (lo, hi), b in zip(batches, packed, strict=True):
+            y = np.asarray(nk.dots_packed(codes, b))  # int32 [r, 2 (hi - lo)]: a1 parts, then a2 parts
+            y1, y2 = y[:, : hi - lo], y[:, hi - lo :]
+            if dim <= 4096:  # 64 |a1.r| + |a2.r| < 2**31: combine in integers
+                np.multiply(y1, 64, out=y1)
+                np.add(y1, y2, out=y1)
+                np.copyto(upper[lo:hi], y1.T, casting="unsafe")  # one pass: transpose + convert
+            else:
+                np.copyto(upper[lo:hi], y1.T, casting="unsafe")
+                upper[lo:hi] *= 64
+                upper[lo:hi] += y2.T
+
+    return score
 
 
 class _Bounds:
@@ -327,13 +293,15 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
     (every shard with a live row is in one; see :func:`covers`). Same contract as ``search``.
 
     The int8 scan runs in up to :data:`SCAN_THREADS` threads, each over a contiguous run of the
-    blocks with a single-threaded session and bounds of its own (merged after): each thread's bound
-    bookkeeping overlaps the others' products (on 2 cores, 64 queries ran ~2.4x faster than with one
-    session on onnxruntime's own two threads; one query as fast: benchmarks/RESULTS.md)."""
+    rows with bounds of its own (merged after): each thread streams its own part of the codes, and
+    its bound bookkeeping overlaps the others' products."""
+    nk = _numkong()
+    assert nk is not None, "compact_search without an exact product: check usable() first"
     nq = q.shape[0]
     a, tn, rho = _split_queries(q)
+    score = _scorer(nk, a)
     by_key = {s.key: s for s in shards}
-    group = max(1, min(16, _GROUP_SCORES // (nq * BLOCK)))  # blocks per product call: ~1M scores at most
+    step = BLOCK * max(1, min(16, _GROUP_SCORES // (nq * BLOCK)))  # rows per product call: ~1M scores at most
     # A global position per segment row: segment offset + row; the rescoring maps it back.
     spans: list[tuple[int, Segment, list[tuple[Shard | None, int]], list[int]]] = []
     work: list[tuple[int, int, int]] = []  # (span, first row, rows) per product call
@@ -347,49 +315,37 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
                 raise IndexCorruptError(f"compact segment | shard {key} with {len(shard.ids)} rows | expected {n}")
             parts.append((shard, n))
             live += int(np.count_nonzero(shard.ids >= 0)) if shard is not None else 0
-        if sum(seg.counts) != seg.rows or seg.codes.size != seg.rows * dim:
-            raise IndexCorruptError(f"compact segment | {seg.rows} rows, {seg.codes.size} codes | expected "
-                                    f"{sum(seg.counts)} rows (its shards') and {sum(seg.counts) * dim} codes")
+        if sum(seg.counts) != seg.rows or seg.codes.shape != (seg.rows, dim):
+            raise IndexCorruptError(f"compact segment | {seg.rows} rows, codes {list(seg.codes.shape)} | expected "
+                                    f"{sum(seg.counts)} rows (its shards') and codes [{sum(seg.counts)}, {dim}]")
         offsets = np.concatenate([[0], np.cumsum(seg.counts)[:-1]]).astype(int).tolist() if parts else []
-        start = 0
-        while start < seg.rows:
-            w = min(BLOCK, seg.rows - start)
-            rows = w if w < BLOCK else BLOCK * max(1, min(group, (seg.rows - start) // BLOCK))
-            work.append((len(spans), start, rows))
-            start += rows
+        work += [(len(spans), start, min(step, seg.rows - start)) for start in range(0, seg.rows, step)]
         spans.append((base, seg, parts, offsets))
         base += seg.rows
-    sessions = _Product.get(max(1, min(SCAN_THREADS, len(work))))
-    assert sessions is not None, "compact_search without an exact product: check usable() first"
-    fast = jit.kernel() if nq <= jit.MAX_QUERIES else None  # numba's, where enabled (jemc_infer.index.jit)
-    products = sessions if fast is None else [fast] * len(sessions)
+    threads = max(1, min(SCAN_THREADS, len(work)))
     # contiguous runs of about equal rows, one per thread (each streams its own part of the codes)
     ends = np.cumsum([w[2] for w in work])
-    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, len(products)) / len(products), side="right") if work else []
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, threads) / threads, side="right") if work else []
     runs = np.split(np.arange(len(work)), cuts)
 
-    def scan(product: Product, run: np.ndarray) -> _Bounds:
+    def scan(run: np.ndarray) -> _Bounds:
         bounds = _Bounds(nq, k)
         for i in run:
             at, start, rows = work[i]
-            _scan_group(product, a, tn, rho, nq, dim, spans[at], start, rows, bounds)
+            _scan_group(score, tn, rho, spans[at], start, rows, bounds)
         return bounds
 
-    found = _in_threads(scan, list(zip(products, runs, strict=True)))
-    bounds = _Bounds.merged(found, nq, k)
+    bounds = _Bounds.merged(_in_threads(scan, [(run,) for run in runs]), nq, k)
     starts = np.array([sp[0] for sp in spans] + [math.inf])
-    codes = (a.astype(np.int16) - _ZERO_POINT).astype(np.int8)
     survivors = list(bounds.survivors())
-    fast_rows = jit.rows()  # numba's reads the residual rows where they lie, where enabled
 
-    def refine(session: Product, queries: np.ndarray) -> list[np.ndarray]:
+    def refine(queries: np.ndarray) -> list[np.ndarray]:
         # random reads of 2 kB rows: bound by memory latency, so the queries are split across threads too
-        rows_product = fast_rows or _gathered(session)
-        return [_refine(rows_product, np.ascontiguousarray(codes[[qi, nq + qi]].T[None]), *survivors[qi], spans, starts, tn[qi],
-                        rho, k, bounds.thr[qi]) for qi in queries]
+        return [_refine(nk, nk.dots_pack(a[[qi, nq + qi]]), *survivors[qi], spans, starts, tn[qi], rho, k, bounds.thr[qi])
+                for qi in queries]
 
-    parts = np.array_split(np.arange(nq), min(len(sessions), nq))
-    refined = [r for part in _in_threads(refine, list(zip(sessions[:len(parts)], parts, strict=True))) for r in part]
+    parts = np.array_split(np.arange(nq), min(threads, nq))
+    refined = [r for part in _in_threads(refine, [(p,) for p in parts]) for r in part]
     return _rescore(refined, spans, q, k, live)
 
 
@@ -417,26 +373,13 @@ def _in_threads(fn: Callable, calls: list[tuple]) -> list:
     return out
 
 
-def _scan_group(product: Product, a: np.ndarray, tn: np.ndarray, rho: float, nq: int, dim: int, span: tuple,
-                start: int, rows: int, bounds: _Bounds) -> None:
+def _scan_group(score: Scorer, tn: np.ndarray, rho: float, span: tuple, start: int, rows: int, bounds: _Bounds) -> None:
     """Score the segment rows [start, start + rows) of ``span`` in one product and fold their bounds in."""
     base, seg, parts, offsets = span
     scale, err, norm = seg.meta[:, 0], seg.meta[:, 1], seg.meta[:, 2]
-    w = min(BLOCK, rows)
-    codes = seg.blocks(start, rows // w, dim)
     stop = start + rows
-    y = product(a, codes)  # [nb, 2 nq, w]
-    y1 = y[:, :nq]
-    upper = np.empty((nq, rows // w, w), np.float32)
-    if dim <= 4096:  # 64 |a1.r| + |a2.r| < 2**31: combine in integers
-        np.multiply(y1, 64, out=y1)
-        np.add(y1, y[:, nq:], out=y1)
-        np.copyto(upper, y1.transpose(1, 0, 2), casting="unsafe")  # one pass: transpose + convert
-    else:
-        np.copyto(upper, y1.transpose(1, 0, 2), casting="unsafe")
-        upper *= 64
-        upper += y[:, nq:].transpose(1, 0, 2)
-    upper = upper.reshape(nq, rows)
+    upper = np.empty((len(tn), rows), np.float32)
+    score(np.asarray(seg.codes[start:stop]), upper)
     s = scale[start:stop]
     special = np.isnan(s)
     upper *= tn[:, None]
@@ -451,10 +394,11 @@ def _scan_group(product: Product, a: np.ndarray, tn: np.ndarray, rho: float, nq:
     bounds.add(upper, half, np.arange(base + start, base + stop, dtype=np.int64))
 
 
-def _refine(rows_product: RowsProduct, query_codes: np.ndarray, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray,
-            spans: list, starts: np.ndarray, tn: float, rho: float, k: int, thr: float) -> np.ndarray:
+def _refine(nk: Any, pair: Any, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray, spans: list, starts: np.ndarray,
+            tn: float, rho: float, k: int, thr: float) -> np.ndarray:
     """Narrow one query's candidates with their residual codes (read for these rows only): bounds
-    ~60x tighter, so only the rows that can still reach the top k are left to rescore."""
+    ~60x tighter, so only the rows that can still reach the top k are left to rescore. ``pair``:
+    the query's two halves of codes, packed (``nk.dots_pack``)."""
     if len(pos) <= k:
         return pos
     order = np.argsort(pos, kind="stable")
@@ -467,7 +411,7 @@ def _refine(rows_product: RowsProduct, query_codes: np.ndarray, lower: np.ndarra
         base, seg = spans[which[chunk[0]]][:2]
         local = pos[chunk] - base
         meta = np.asarray(seg.meta[local])
-        y = rows_product(seg.residual, local, query_codes)  # [m, 2]
+        y = np.asarray(nk.dots_packed(np.asarray(seg.residual[local]), pair))  # int32 [m, 2]
         scale2, err, norm, err2 = meta[:, 3], meta[:, 1], meta[:, 2], meta[:, 4]
         approx = upper[chunk] - (err + np.float32(rho) * norm)
         approx += np.float32(tn) * np.where(np.isnan(scale2), 0, scale2) * (64 * y[:, 0] + y[:, 1]).astype(np.float32)
@@ -568,12 +512,11 @@ def rows_in_blocks(shards: Sequence[Shard]):
 
 
 def fill(shards: Sequence[Shard], codes: np.ndarray, residual: np.ndarray, meta: np.ndarray) -> None:
-    """Quantise the rows of ``shards`` (concatenated) into ``codes`` int8 [n * D], ``residual``
-    int8 [n, D] and ``meta`` float32 [n, 5] (preallocated: arrays or writable memory maps)."""
+    """Quantise the rows of ``shards`` (concatenated) into ``codes`` and ``residual``, int8 [n, D],
+    and ``meta`` float32 [n, 5] (preallocated: arrays or writable memory maps)."""
     for start, rows in rows_in_blocks(shards):
-        dim = rows.shape[1]
         c, r, m = quantise(rows)
-        codes[start * dim : (start + len(rows)) * dim] = c
+        codes[start : start + len(rows)] = c
         residual[start : start + len(rows)] = r
         meta[start : start + len(rows)] = m
 
@@ -582,7 +525,7 @@ def segment_of(shards: Sequence[Shard]) -> Segment:
     """A segment in memory (tests, benchmarks; an index writes its segments to files)."""
     n = sum(len(s.ids) for s in shards)
     dim = int(shards[0].rows.shape[1]) if shards else 0
-    codes, residual, meta = np.empty(n * dim, np.int8), np.empty((n, dim), np.int8), np.empty((n, 5), np.float32)
+    codes, residual, meta = np.empty((n, dim), np.int8), np.empty((n, dim), np.int8), np.empty((n, 5), np.float32)
     fill(shards, codes, residual, meta)
     return Segment(codes, residual, meta, tuple(s.key for s in shards), tuple(len(s.ids) for s in shards))
 

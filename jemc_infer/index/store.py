@@ -268,18 +268,16 @@ class Index:
         for codes, residual, meta, rows, shards, counts in self.db.execute(
                 "SELECT codes, residual, meta, rows, shards, counts FROM compact ORDER BY id"):
             try:
-                c = np.load(self.path / codes, mmap_mode="r", allow_pickle=False)
-                r = np.load(self.path / residual, mmap_mode="r", allow_pickle=False)
-                m = np.load(self.path / meta, mmap_mode="r", allow_pickle=False)
+                c, r, m = (self._load_compact(f) for f in (codes, residual, meta))
             except FileNotFoundError:
                 return []  # a writer merged it away since this read began: search the shards themselves
-            except (OSError, ValueError) as err:
-                raise IndexCorruptError(f"{self.path / codes} | unreadable ({err}) | expected the compact copy the manifest lists") from None
             keys, ns = np.frombuffer(shards, "<i8"), np.frombuffer(counts, "<i8")
-            if (c.shape != (rows * self.dim,) or c.dtype != np.int8 or r.shape != (rows, self.dim) or r.dtype != np.int8
+            if c.ndim == 1:
+                continue  # the first layout (codes in transposed blocks): not searched; compact() rewrites it
+            if (c.shape != (rows, self.dim) or c.dtype != np.int8 or r.shape != (rows, self.dim) or r.dtype != np.int8
                     or m.shape != (rows, 5) or len(keys) != len(ns) or ns.sum() != rows):
                 raise IndexCorruptError(f"{self.path / codes} | {c.dtype} {list(c.shape)}, residual {list(r.shape)}, meta "
-                                        f"{list(m.shape)} | expected int8 [{rows * self.dim}], [{rows}, {self.dim}], float32 [{rows}, 5]")
+                                        f"{list(m.shape)} | expected int8 [{rows}, {self.dim}] twice, float32 [{rows}, 5]")
             out.append(Segment(c, r, m, tuple(int(k) for k in keys), tuple(int(n) for n in ns)))
         return out
 
@@ -290,13 +288,17 @@ class Index:
         Returns (rows written, segments now).
         """
         self._check_writer()
-        segs = [(sid, rows, [int(k) for k in np.frombuffer(blob, "<i8")])
-                for sid, rows, blob in self.db.execute("SELECT id, rows, shards FROM compact ORDER BY id")]
+        segs, stale = [], []
+        for sid, rows, blob, codes in self.db.execute("SELECT id, rows, shards, codes FROM compact ORDER BY id"):
+            if self._load_compact(codes).ndim == 1:  # the first layout (codes in transposed blocks): rewritten
+                stale.append(sid)
+            else:
+                segs.append((sid, rows, [int(k) for k in np.frombuffer(blob, "<i8")]))
         covered = {k for _, _, keys in segs for k in keys}
         todo = [(sid, rows) for sid, rows in self.db.execute("SELECT id, rows FROM shards ORDER BY id") if sid not in covered]
-        if not todo:
+        if not todo:  # (a stale segment's shards are never covered: shards are not deleted)
             return 0, len(segs)
-        keys, total, replace = [k for k, _ in todo], sum(n for _, n in todo), []
+        keys, total, replace = [k for k, _ in todo], sum(n for _, n in todo), stale
         while segs and 2 * total >= segs[-1][1]:
             sid, rows, seg_keys = segs.pop()
             keys, total, replace = seg_keys + keys, total + rows, [sid, *replace]
@@ -311,7 +313,7 @@ class Index:
         next_id = (self.db.execute("SELECT MAX(id) FROM compact").fetchone()[0] or 0) + 1
         rel = {name: f"{COMPACT}/{next_id:06d}.{name}.npy" for name in ("i8", "r8", "meta")}
         tmp = {name: (self.path / r).with_name(f".{Path(r).name}.tmp-{os.getpid()}") for name, r in rel.items()}
-        arrays = {"i8": np.lib.format.open_memmap(tmp["i8"], mode="w+", dtype=np.int8, shape=(n * self.dim,)),
+        arrays = {"i8": np.lib.format.open_memmap(tmp["i8"], mode="w+", dtype=np.int8, shape=(n, self.dim)),
                   "r8": np.lib.format.open_memmap(tmp["r8"], mode="w+", dtype=np.int8, shape=(n, self.dim)),
                   "meta": np.lib.format.open_memmap(tmp["meta"], mode="w+", dtype=np.float32, shape=(n, 5))}
         fill(shards, arrays["i8"], arrays["r8"], arrays["meta"])
@@ -380,6 +382,20 @@ class Index:
                                     "| expected one start, end and space per row")
         return self._load(file, rows), o, s, e, sp
 
+    def _load_compact(self, file: str) -> np.ndarray:
+        """A file of a compact copy, memory-mapped.
+
+        Raises:
+            FileNotFoundError: It is gone (a writer merged it away).
+            IndexCorruptError: It is unreadable.
+        """
+        try:
+            return np.load(self.path / file, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as err:
+            raise IndexCorruptError(f"{self.path / file} | unreadable ({err}) | expected the compact copy the manifest lists") from None
+
     def _load(self, file: str, rows: int | None) -> np.ndarray:
         try:
             data = np.load(self.path / file, mmap_mode="r", allow_pickle=False)
@@ -391,10 +407,10 @@ class Index:
 
     def counts(self) -> dict[str, int]:
         out = dict(self.db.execute("SELECT status, COUNT(*) FROM videos GROUP BY status").fetchall())
-        covered = {int(k) for (blob,) in self.db.execute("SELECT shards FROM compact") for k in np.frombuffer(blob, "<i8")}
+        segments = self.segments()  # those search reads (not a copy in the first layout)
         return {"ok": out.get("ok", 0), "failed": out.get("failed", 0),
                 "shards": self.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0],
-                "compact_shards": len(covered), "segments": self.db.execute("SELECT COUNT(*) FROM compact").fetchone()[0]}
+                "compact_shards": len({k for seg in segments for k in seg.keys}), "segments": len(segments)}
 
     def failures(self) -> list[tuple[str, str]]:
         """(path, reason) of every video that failed, by path."""

@@ -170,12 +170,6 @@ class Library:
                 raise
             searcher = lambda source, queries, k: on_ray.search(queries, k, source=source)  # noqa: E731
         self._batcher = _Batcher("cuda" if device == "cuda" else "cpu", searcher=searcher)  # cuda: the fused top-k kernel
-        self.scan_why = ""  # which int8 product the compact scan uses here (one line for the start)
-        if searcher is None and device != "cuda":  # a server searches many times: numba's load pays for itself
-            from jemc_infer.index import jit
-
-            why = jit.enable()
-            self.scan_why = "int8 scan: numba's product" if why is None else f"int8 scan: onnxruntime's product ({why})"
         self._roots = tuple(Path(os.path.realpath(r)) for r in roots) if roots else None
         # one connection for the process: only ever used under self._lock
         self._db = sqlite3.connect(self.index_dir / MANIFEST, timeout=30, check_same_thread=False)

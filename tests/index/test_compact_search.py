@@ -20,20 +20,9 @@ from support import child_env
 
 from jemc_infer.errors import InputError
 from jemc_infer.index import compact as c8
-from jemc_infer.index import jit
 from jemc_infer.index.search import search
 from jemc_infer.index.source import InMemory, Shard
 from jemc_infer.index.store import Index, VideoRecord
-
-
-@pytest.fixture(params=["onnxruntime", "numba"], autouse=True)
-def product(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with each int8 product the scan can use: onnxruntime's MatMulInteger (a
-    one-shot query's) and numba's kernel (``jit.enable()``: serve's, at one or two queries)."""
-    jit.disable()  # on this test's copy of its state (tests/conftest.py)
-    if request.param == "numba":
-        assert jit.enable() is None, jit.why_not()
-    return request.param
 
 
 def oracle(source: InMemory, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,87 +63,54 @@ def unit_shards(rng: np.random.Generator, sizes: list[int], dim: int, dead: floa
     return InMemory(tuple(blocks))
 
 
-def test_product_graph_is_matmulinteger_and_exact_here() -> None:
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    a = helper.make_tensor_value_info("A", TensorProto.UINT8, ["m", "D"])
-    b = helper.make_tensor_value_info("B", TensorProto.INT8, ["b", "D", "n"])
-    y = helper.make_tensor_value_info("Y", TensorProto.INT32, ["b", "m", "n"])
-    zp = helper.make_tensor("zp", TensorProto.UINT8, [], [64])
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B", "zp"], ["Y"])], "int8_product", [a, b], [y],
-                              initializer=[zp])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)], producer_name="jemc-infer")
-    model.ir_version = 7
-    assert model.SerializeToString() == c8._PRODUCT_ONNX
-    onnx.checker.check_model(onnx.load_from_string(c8._PRODUCT_ONNX))
-    assert c8._Product.get() is not None  # the self-check on extreme operands passed
-
-
-def test_numba_product_is_matmulinteger() -> None:
-    """The same int32 answer as onnxruntime's product on any shape: odd row counts (a pair's
-    second row is the first again), partial blocks, odd D, the extreme codes."""
-    assert jit.enable() is None, jit.why_not()
-    fast, (ort,) = jit.kernel(), c8._Product.get(1)
+def test_the_product_is_numkongs_and_exact_here() -> None:
+    """The scan's product equals numpy's int64 one on odd shapes, extreme codes, more queries than
+    one packed batch, and D beyond 4096 (the halves combined in float32 there)."""
+    nk = c8._numkong()
+    assert nk is not None and nk.__name__ == "numkong"  # installed with the package, and its self-check passed
     rng = np.random.default_rng(0)
-    for m, d, w, b in ((1, 5, 3, 1), (2, 2048, 1024, 2), (3, 7, 1, 4), (5, 96, 17, 3), (128, 33, 1024, 1)):
-        a = rng.integers(0, 128, (m, d), dtype=np.uint8)
-        a[0] = 0  # -64 after the zero point
-        blocks = rng.integers(-128, 128, (b, d, w), dtype=np.int8)
-        blocks[0, :, 0] = -128
-        want = np.einsum("md,bdw->bmw", a.astype(np.int64) - 64, blocks.astype(np.int64))
-        np.testing.assert_array_equal(fast(a, blocks), want)
-        np.testing.assert_array_equal(ort(a, blocks), want)
+    for nq, d, r in ((1, 5, 3), (2, 2048, 1024), (3, 7, 1), (c8._QUERY_BATCH + 3, 96, 17), (1, 4100, 9), (40, 33, 0)):
+        a = rng.integers(-63, 64, (2 * nq, d), dtype=np.int8)
+        a[0] = -63
+        codes = rng.integers(-127, 128, (r, d), dtype=np.int8)
+        codes[:1] = -127
+        upper = np.empty((nq, r), np.float32)
+        c8._scorer(nk, a)(codes, upper)
+        wide = codes.astype(np.int64) @ a.T.astype(np.int64)  # [r, 2 nq]
+        np.testing.assert_array_equal(upper, (64 * wide[:, :nq] + wide[:, nq:]).T.astype(np.float32))
 
 
-def test_numba_scans_one_or_two_queries_and_narrows_any_once_enabled(product: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernels really are what scan (not onnxruntime behind a fixture's name) at one and two
-    queries, and past jit.MAX_QUERIES not; the residual narrowing reads its rows with numba at any
-    number of queries; without enable() neither is used."""
-    calls: list[int] = []
-    narrowed: list[int] = []
-    if product == "numba":
-        fast, rows = jit.kernel(), jit.rows()
-        monkeypatch.setitem(jit._state, "kernel", lambda a, b: calls.append(len(a)) or fast(a, b))
-        monkeypatch.setitem(jit._state, "rows", lambda c, r, q: narrowed.append(len(r)) or rows(c, r, q))
+def test_without_an_exact_product_the_full_scan_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NumKong missing, or a build whose sums saturate (as 16-bit pair sums would): the self-check
+    turns the compact scan off, `auto` reads the full rows and answers the same, and a search that
+    requires the copy is refused."""
+    import numkong
+
+    class Saturating:
+        __name__ = "saturating"
+        dots_pack = staticmethod(numkong.dots_pack)
+
+        @staticmethod
+        def dots_packed(a, b):  # noqa: ANN001, ANN205
+            return np.asarray(numkong.dots_packed(a, b)).clip(-32768, 32767)
+
+    assert not c8._self_check(Saturating)
     rng = np.random.default_rng(5)
-    source = unit_shards(rng, [3000, 2000], dim=64)
-    for nq in (1, 2, 3):
-        check(source, rng.standard_normal((nq, 64)).astype(np.float32), 10)
-    if product == "numba":
-        assert calls and set(calls) == {2, 4}  # two 7-bit rows per query; nq = 3 took onnxruntime's
-        assert len(narrowed) >= 6 and min(narrowed) > 10  # every query of the three searches, each > k candidates
-    else:
-        assert jit.kernel() is None and jit.rows() is None
-
-
-def test_enable_says_why_it_could_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    jit.disable()
-    monkeypatch.setitem(sys.modules, "jemc_infer.index._numba_product", None)  # as if numba were not installed
-    why = jit.enable()
-    assert why is not None and "jemc-infer[jit]" in why and jit.kernel() is None
-    assert jit.why_not() == why
-
-    def broken() -> None:
-        raise RuntimeError("cannot cache function 'pairs': no locator available")
-
-    monkeypatch.setattr(jit, "_compile", broken)
-    assert "could not build the kernel (RuntimeError: cannot cache" in (jit.enable() or "") and jit.kernel() is None
-
-    def product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.einsum("md,bdw->bmw", a.astype(np.int64) - 64, b.astype(np.int64)).astype(np.int32)
-
-    def rows(codes: np.ndarray, picked: np.ndarray, query_codes: np.ndarray) -> np.ndarray:
-        return (codes[picked].astype(np.int64) @ query_codes[0].astype(np.int64)).astype(np.int32)
-
-    def saturating(f):  # noqa: ANN001, ANN202 - as AVX2's 16-bit pair sums would
-        return lambda *args: f(*args).clip(-32768, 32767)
-
-    for compiled in ((saturating(product), rows), (product, saturating(rows))):
-        monkeypatch.setattr(jit, "_compile", lambda compiled=compiled: compiled)
-        assert jit.enable() == "numba's product was not exact on this machine" and jit.kernel() is None and jit.rows() is None
-    monkeypatch.setattr(jit, "_compile", lambda: (product, rows))
-    assert jit.enable() is None and jit.kernel() is product and jit.rows() is rows  # the checks pass exact products
+    source = unit_shards(rng, [300], dim=8).with_compact()
+    q = rng.standard_normal((2, 8)).astype(np.float32)
+    want = oracle(source, q, 5)[1]
+    try:
+        for module in (None, Saturating):
+            monkeypatch.setitem(sys.modules, "numkong", module)
+            c8._numkong.cache_clear()
+            assert c8._numkong() is None and not c8.usable(q)
+            np.testing.assert_array_equal(search(source, q, 5)[1], want)
+            with pytest.raises(InputError, match="compact"):
+                search(source, q, 5, compact=True)
+    finally:
+        monkeypatch.undo()
+        c8._numkong.cache_clear()
+    assert c8._numkong() is not None
 
 
 @pytest.mark.parametrize("n", [1, 7, 4097, 10003])
@@ -351,3 +307,22 @@ def test_a_crash_while_writing_the_copy_leaves_the_index_as_it_was(tmp_path: Pat
         assert ix.segments() == []
         assert ix.compact() == (40, 1)
     assert sorted(os.listdir(tmp_path / "ix" / "compact")) == ["000001.i8.npy", "000001.meta.npy", "000001.r8.npy"]
+
+
+def test_a_copy_in_the_first_layout_is_not_read_and_compact_rewrites_it(tmp_path: Path) -> None:
+    """Codes written flat in transposed blocks (before rows were kept in order): search reads the
+    full rows instead (the same answer), status says the shard lacks a copy, compact() rewrites it."""
+    q = np.random.default_rng(9).standard_normal((2, 48)).astype(np.float32)
+    with Index.open(tmp_path / "ix", SETTINGS, writer=True) as ix:
+        _add(ix, 300, 1, "a")
+        ix.compact()
+        want = search(ix, q, 7, compact=True)
+    codes = tmp_path / "ix" / "compact" / "000001.i8.npy"
+    np.save(codes, np.load(codes).reshape(-1))  # the first layout kept the codes flat
+    with Index.open(tmp_path / "ix", writer=True) as ix:
+        assert ix.segments() == [] and ix.counts()["compact_shards"] == 0
+        np.testing.assert_array_equal(search(ix, q, 7)[1], want[1])
+        assert ix.compact() == (300, 1)
+        assert ix.counts()["compact_shards"] == 1
+        np.testing.assert_array_equal(search(ix, q, 7, compact=True)[1], want[1])
+    assert sorted(os.listdir(tmp_path / "ix" / "compact")) == ["000002.i8.npy", "000002.meta.npy", "000002.r8.npy"]

@@ -80,25 +80,6 @@ def test_hits_and_moments_are_those_of_query(served_index: Path, make_client) ->
     assert [(h["moment"]["start"], h["moment"]["end"]) for h in got] == [h.moment for h in want]
 
 
-def test_the_server_scans_with_numba_and_answers_as_query(served_index: Path, runtime_bundle: Path) -> None:
-    """A server turns numba's int8 product on at start (it searches many times) and says so; its
-    hits are the one-shot query's, which scans with onnxruntime's product."""
-    from jemc_infer.index import jit
-    from jemc_infer.query import query
-    from jemc_infer.serve.library import Library
-
-    (want,), _ = query(served_index, ["a man is cooking"], k=4, model=runtime_bundle, backend="onnxruntime", device="cpu")
-    assert jit.kernel() is None  # query never loads numba
-    library = Library(served_index, runtime_bundle)
-    try:
-        assert library.scan_why == "int8 scan: numba's product" and jit.kernel() is not None
-        assert library.snapshot().source.segments()  # the index has its compact copy: the kernel scans
-        got = library.search(["a man is cooking"], k=4)[0][0]
-    finally:
-        library.close()
-    assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want]
-
-
 def test_more_like_this(served_index: Path, make_client) -> None:  # noqa: ANN001
     c = make_client(served_index)
     first = c.post("/search", json={"text": "a man", "k": 1}).json()["results"][0]["hits"][0]
