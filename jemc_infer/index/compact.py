@@ -135,23 +135,24 @@ def _numkong() -> Any | None:
 
 
 def _scrambled(count: int) -> np.ndarray:
-    """``count`` well-mixed int64 values from a multiplicative hash (not numpy.random: its import
-    costs a query's cold start ~6 ms): the self-check's operands."""
-    return (np.arange(count, dtype=np.int64) * 2654435761) % 4294967291 >> 8
+    """``count`` well-mixed uint32 values, Knuth's multiplicative hash of 0, 1, … (high bits the
+    best mixed; not numpy.random: its import costs a query's cold start ~6 ms): the self-check's operands."""
+    return np.arange(count, dtype=np.uint32) * np.uint32(2654435761)
 
 
-_CHECK_DIM = 2 * BLOCK + 3
+_CHECK_DIM = 4 * BLOCK + 3  # odd, and long enough that extreme sums (> 2**24) expose a float32 accumulator
+_CHECK_ROWS = 11
 
 
 def _self_check(nk: Any) -> bool:
     """NumKong's product on extreme and scrambled codes (odd sizes; the narrowing's two query rows
     and a full batch of the scan's) against numpy's exact product."""
-    dim = _CHECK_DIM
-    mix = _scrambled(dim * (37 + 2 * _QUERY_BATCH))
-    codes = (mix[: 37 * dim] % 256 - 128).astype(np.int8).reshape(37, dim)
+    dim, rows = _CHECK_DIM, _CHECK_ROWS
+    mix = _scrambled(dim * (rows + 2 * _QUERY_BATCH))
+    codes = (mix[: rows * dim] >> 24).astype(np.uint8).view(np.int8).reshape(rows, dim)
     codes[0], codes[1], codes[2] = 127, -127, -128
     for m in (2, 2 * _QUERY_BATCH):
-        a = (mix[37 * dim : (37 + m) * dim] % 127 - 63).astype(np.int8).reshape(m, dim)
+        a = (np.minimum(mix[rows * dim : (rows + m) * dim] >> 25, 126).astype(np.int8) - 63).reshape(m, dim)
         a[0], a[1] = _QUERY_LEVELS, -_QUERY_LEVELS
         got = np.asarray(nk.dots_packed(codes, nk.dots_pack(a)))
         if not np.array_equal(got, codes.astype(np.float64) @ a.T.astype(np.float64)):  # BLAS, exact: integers < 2**53

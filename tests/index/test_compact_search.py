@@ -326,3 +326,19 @@ def test_a_copy_in_the_first_layout_is_not_read_and_compact_rewrites_it(tmp_path
         assert ix.counts()["compact_shards"] == 1
         np.testing.assert_array_equal(search(ix, q, 7, compact=True)[1], want[1])
     assert sorted(os.listdir(tmp_path / "ix" / "compact")) == ["000002.i8.npy", "000002.meta.npy", "000002.r8.npy"]
+
+
+def test_the_self_check_catches_a_float32_accumulator() -> None:
+    """Sums beyond 2**24 (extreme codes over the check's length) lose their last bits in float32."""
+    import numkong
+
+    class Float32:
+        __name__ = "float32"
+        dots_pack = staticmethod(numkong.dots_pack)
+
+        @staticmethod
+        def dots_packed(a, b):  # noqa: ANN001, ANN205
+            exact = np.asarray(numkong.dots_packed(a, b))
+            return exact.astype(np.float32).astype(np.int64)  # what float32 partial sums would round to, at best
+
+    assert c8._self_check(numkong) and not c8._self_check(Float32)
