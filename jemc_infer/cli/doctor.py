@@ -16,6 +16,7 @@ app = typer.Typer()
 PACKAGES = {  # import name → distribution names to look for (what to install: jemc_infer.errors.INSTALL)
     "numpy": ("numpy",),
     "av": ("av",),
+    "numkong": ("numkong",),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
     "torch": ("torch",),
     "torchvision": ("torchvision",),
@@ -79,6 +80,9 @@ def diagnose() -> dict[str, Any]:
         report["onnxruntime_providers"] = onnxruntime.get_available_providers()
     if len(md.packages_distributions().get("onnxruntime", [])) > 1:
         report["warning"] = "onnxruntime and onnxruntime-gpu are both installed: they overwrite each other; uninstall both, reinstall one"
+    from jemc_infer.index.compact import unavailable
+
+    report["compact_scan"] = unavailable() or "exact here (NumKong's int8 product)"
     report["cuda"] = _cuda(report)
     return report
 
@@ -109,8 +113,8 @@ def _cuda(report: dict[str, Any]) -> dict[str, Any]:
 
 @app.command()
 def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
-    """List Python, packages, execution providers, CUDA devices, TensorRT and pycuda, with the
-    reason for anything missing."""
+    """List Python, packages, execution providers, the int8 scan, CUDA devices, TensorRT and pycuda,
+    with the reason for anything missing."""
     report = diagnose()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -122,6 +126,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
         typer.echo(f"{name:<12} {state}")
     if "onnxruntime_providers" in report:
         typer.echo(f"providers    {', '.join(report['onnxruntime_providers'])}")
+    typer.echo(f"int8 scan    {report['compact_scan']}")
     cuda = report["cuda"]
     typer.echo(f"cuda         {', '.join(cuda['devices']) if cuda['devices'] else cuda.get('reason', 'no devices')}")
     if "torch_cuda" in cuda:

@@ -160,6 +160,17 @@ def _self_check(nk: Any) -> bool:
     return True
 
 
+def unavailable() -> str | None:
+    """Why the compact scan cannot run on this machine (searches then read the full rows), or None."""
+    if _numkong() is not None:
+        return None
+    try:
+        import numkong  # noqa: F401 - only to tell a missing module from a failed self-check
+    except ImportError as err:
+        return f"numkong is not installed ({err}): reinstall jemc-infer"
+    return "numkong's int8 product is not exact on this machine (its self-check failed)"
+
+
 def usable(queries: np.ndarray) -> bool:
     """Whether the compact scan can answer these queries exactly here."""
     return bool(np.abs(queries).max(initial=0.0) <= _HUGE) and _numkong() is not None

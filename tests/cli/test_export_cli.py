@@ -99,5 +99,7 @@ def test_doctor() -> None:
     assert r.exit_code == 0
     for name in ("python", "onnxruntime", "torch", "tensorrt", "pycuda", "providers", "cuda"):
         assert name in r.stdout
+    assert "int8 scan    exact here (NumKong's int8 product)" in r.stdout
     report = json.loads(runner.invoke(app, ["doctor", "--json"]).stdout)
+    assert report["packages"]["numkong"]["ok"] is True
     assert report["packages"]["tensorrt"]["ok"] is False and report["packages"]["tensorrt"]["hint"]

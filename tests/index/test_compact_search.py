@@ -342,3 +342,14 @@ def test_the_self_check_catches_a_float32_accumulator() -> None:
             return exact.astype(np.float32).astype(np.int64)  # what float32 partial sums would round to, at best
 
     assert c8._self_check(numkong) and not c8._self_check(Float32)
+
+
+def test_unavailable_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert c8.unavailable() is None
+    try:
+        monkeypatch.setitem(sys.modules, "numkong", None)
+        c8._numkong.cache_clear()
+        assert "numkong is not installed" in (c8.unavailable() or "")
+    finally:
+        monkeypatch.undo()
+        c8._numkong.cache_clear()
