@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import math
 import os
 import threading
@@ -53,6 +54,7 @@ _QUERY_BATCH = 16  # queries per pass over a group of codes: beyond, NumKong's p
 _QUERY_LEVELS = 63  # |a| <= 63: the two 7-bit halves of a query's codes
 _HUGE = 1e15  # rows (or queries) with larger values are rescored (or searched) in full
 _U32 = 2.0**-24  # float32 unit roundoff
+_PIECE = 256  # candidate rows at least per thread's piece of one query's narrowing or rescoring
 
 
 @dataclass(frozen=True)
@@ -349,15 +351,23 @@ def compact_search(shards: Sequence[Shard], segments: Sequence[Segment], q: np.n
 
     bounds = _Bounds.merged(_in_threads(scan, [(run,) for run in runs]), nq, k)
     starts = np.array([sp[0] for sp in spans] + [math.inf])
-    survivors = list(bounds.survivors())
+    found = [_by_position(*s) for s in bounds.survivors()]
+    # Narrow the queries with more than k candidates: random reads of 2 kB rows, bound by memory
+    # latency, so they are split across the threads (one query's too, in runs of positions).
+    many = [qi for qi in range(nq) if len(found[qi][2]) > k]
+    first = {qi: np.empty(len(found[qi][2]), np.float32) for qi in many}
+    second = {qi: np.empty(len(found[qi][2]), np.float32) for qi in many}
 
-    def refine(queries: np.ndarray) -> list[np.ndarray]:
-        # random reads of 2 kB rows: bound by memory latency, so the queries are split across threads too
-        return [_refine(nk, nk.dots_pack(a[[qi, nq + qi]]), *survivors[qi], spans, starts, tn[qi], rho, k, bounds.thr[qi])
-                for qi in queries]
+    def refine(pieces: list[tuple[int, slice]]) -> None:
+        for qi, at in pieces:
+            _narrow(nk, nk.dots_pack(a[[qi, nq + qi]]), *(x[at] for x in found[qi]), spans, starts, tn[qi], rho,
+                    first[qi][at], second[qi][at])
 
-    parts = np.array_split(np.arange(nq), min(threads, nq))
-    refined = [r for part in _in_threads(refine, [(p,) for p in parts]) for r in part]
+    groups = _pieces({qi: len(found[qi][2]) for qi in many}, SCAN_THREADS)
+    if groups:
+        _in_threads(refine, [(g,) for g in groups])
+    refined = [found[qi][2] if qi not in first else _kept(found[qi][2], first[qi], second[qi], k, bounds.thr[qi])
+               for qi in range(nq)]
     return _rescore(refined, spans, q, k, live)
 
 
@@ -406,18 +416,28 @@ def _scan_group(score: Scorer, tn: np.ndarray, rho: float, span: tuple, start: i
     bounds.add(upper, half, np.arange(base + start, base + stop, dtype=np.int64))
 
 
-def _refine(nk: Any, pair: Any, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray, spans: list, starts: np.ndarray,
-            tn: float, rho: float, k: int, thr: float) -> np.ndarray:
-    """Narrow one query's candidates with their residual codes (read for these rows only): bounds
-    ~60x tighter, so only the rows that can still reach the top k are left to rescore. ``pair``:
-    the query's two halves of codes, packed (``nk.dots_pack``)."""
-    if len(pos) <= k:
-        return pos
+def _by_position(lower: np.ndarray, upper: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A query's candidates in the order of their positions (reads in file order)."""
     order = np.argsort(pos, kind="stable")
-    lower, upper, pos = lower[order], upper[order], pos[order]
+    return lower[order], upper[order], pos[order]
+
+
+def _pieces(sizes: dict[int, int], threads: int) -> list[list[tuple[int, slice]]]:
+    """Work for up to ``threads`` threads over each query's candidates (``sizes``: their count by
+    query): where there are fewer queries than threads a query's run is cut in contiguous pieces
+    of at least :data:`_PIECE` rows; pieces are dealt round-robin. Empty groups are left out."""
+    per = -(-threads // max(len(sizes), 1))
+    pieces = [(qi, slice(lo, hi)) for qi, n in sizes.items()
+              for lo, hi in itertools.pairwise(np.linspace(0, n, max(1, min(per, n // _PIECE)) + 1).astype(int).tolist())]
+    return [g for g in (pieces[t::threads] for t in range(threads)) if g]
+
+
+def _narrow(nk: Any, pair: Any, lower: np.ndarray, upper: np.ndarray, pos: np.ndarray, spans: list, starts: np.ndarray,
+            tn: float, rho: float, first: np.ndarray, second: np.ndarray) -> None:
+    """Narrow candidates (sorted by position) with their residual codes, read for these rows only:
+    bounds ~60x tighter, written into ``first`` (lower) and ``second`` (upper). ``pair``: the
+    query's two halves of codes, packed (``nk.dots_pack``)."""
     which = np.searchsorted(starts, pos, side="right") - 1
-    first = np.empty(len(pos), np.float32)
-    second = np.empty(len(pos), np.float32)
     cuts = np.flatnonzero(np.diff(which)) + 1
     for chunk in np.split(np.arange(len(pos)), cuts):
         base, seg = spans[which[chunk[0]]][:2]
@@ -431,6 +451,11 @@ def _refine(nk: Any, pair: Any, lower: np.ndarray, upper: np.ndarray, pos: np.nd
         special = np.isnan(scale2)
         first[chunk] = np.where(special, -np.inf, np.maximum(lower[chunk], approx - half2))
         second[chunk] = np.where(special, np.inf, np.minimum(upper[chunk], approx + half2))
+
+
+def _kept(pos: np.ndarray, first: np.ndarray, second: np.ndarray, k: int, thr: float) -> np.ndarray:
+    """The positions whose narrowed upper bound (``second``) still reaches the k-th best narrowed
+    lower bound (``first``; or ``thr``, the scan's, if higher): those left to rescore."""
     if len(first) >= k:
         thr = max(thr, float(np.partition(first, len(first) - k)[len(first) - k]))
     return pos[second >= np.float32(thr) - abs(np.float32(thr)) * np.float32(4 * _U32)]
@@ -452,29 +477,39 @@ def _dead(parts: list[tuple[Shard | None, int]], offsets: list[int], start: int,
 
 def _rescore(survivors: list[np.ndarray], spans: list, q: np.ndarray, k: int, live: int) -> tuple[np.ndarray, np.ndarray]:
     """Each query's best k candidates by (score desc, id asc), the score being the inner product in
-    float64 rounded to float32, from the full rows (gathered a few hundred at a time into buffers
-    reused across queries: fresh pages cost more than the reads here)."""
+    float64 rounded to float32, from the full rows: random reads, split across threads as the
+    narrowing's are, each gathering a few hundred rows at a time into buffers of its own reused
+    across its pieces (fresh pages cost more than the reads here)."""
     nq, dim = len(survivors), q.shape[1]
     width = min(k, live)
     out_scores = np.full((nq, width), -np.inf, np.float32)
     out_ids = np.full((nq, width), -1, np.int64)
     starts = np.array([s[0] for s in spans] + [math.inf])
-    step = max(1, (1 << 17) // max(dim, 1))  # 512 kB of float32 rows, 1 MB widened: both stay in the L2 cache
-    rows32, rows64 = np.empty((step, dim), np.float32), np.empty((step, dim), np.float64)
-    for qi, pos in enumerate(survivors):
-        if not pos.size or not width:
+    survivors = [np.sort(pos) for pos in survivors]
+    scored: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(nq)]
+
+    def score(pieces: list[tuple[int, slice]]) -> None:
+        step = max(1, (1 << 17) // max(dim, 1))  # 512 kB of float32 rows, 1 MB widened: both stay in the L2 cache
+        rows32, rows64 = np.empty((step, dim), np.float32), np.empty((step, dim), np.float64)
+        for qi, at in pieces:
+            pos, q64 = survivors[qi][at], q[qi].astype(np.float64)
+            scores, ids = np.empty(len(pos), np.float32), np.empty(len(pos), np.int64)
+            filled = 0
+            for lo in range(0, len(pos), step):
+                got = _gather(pos[lo : lo + step], starts, spans, rows32, ids[filled:])
+                np.copyto(rows64[:got], rows32[:got])
+                with np.errstate(invalid="ignore", over="ignore"):
+                    scores[filled : filled + got] = rows64[:got] @ q64
+                filled += got
+            scored[qi].append((scores[:filled], ids[:filled]))
+
+    groups = _pieces({qi: len(pos) for qi, pos in enumerate(survivors) if len(pos)}, SCAN_THREADS) if width else []
+    if groups:
+        _in_threads(score, [(g,) for g in groups])
+    for qi, parts in enumerate(scored):
+        if not parts:
             continue
-        q64 = q[qi].astype(np.float64)
-        scores, ids = np.empty(len(pos), np.float32), np.empty(len(pos), np.int64)
-        filled = 0
-        pos = np.sort(pos)
-        for at in range(0, len(pos), step):
-            got = _gather(pos[at : at + step], starts, spans, rows32, ids[filled:])
-            np.copyto(rows64[:got], rows32[:got])
-            with np.errstate(invalid="ignore", over="ignore"):
-                scores[filled : filled + got] = rows64[:got] @ q64
-            filled += got
-        scores, ids = scores[:filled], ids[:filled]
+        scores, ids = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         keep = ~np.isnan(scores) & (ids >= 0)
         scores, ids = scores[keep], ids[keep]
         order = np.lexsort((ids, -scores))[:width]

@@ -161,9 +161,13 @@ def test_near_ties_and_straddling_bounds_at_the_kth_place() -> None:
 def test_the_scan_split_across_threads_answers_as_one(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """One block per product call, runs of blocks per thread: each thread's bounds see only its
     rows (its own threshold, its own candidates) and the merge must still give the oracle's answer,
-    near-ties split between threads included."""
+    near-ties split between threads included. The narrowing and the rescoring cut one query's
+    candidates in pieces across the threads (fewer queries than threads): the same answer."""
     monkeypatch.setattr(c8, "SCAN_THREADS", threads)
     monkeypatch.setattr(c8, "_GROUP_SCORES", c8.BLOCK)  # one block per call: many calls to split
+    dealt: list[list[list[tuple[int, slice]]]] = []
+    pieces = c8._pieces
+    monkeypatch.setattr(c8, "_pieces", lambda sizes, n: dealt.append(pieces(sizes, n)) or dealt[-1])
     rng = np.random.default_rng(threads)
     base = rng.standard_normal(32).astype(np.float32)
     base /= np.linalg.norm(base)
@@ -176,6 +180,10 @@ def test_the_scan_split_across_threads_answers_as_one(threads: int, monkeypatch:
     queries = np.stack([base, rng.standard_normal(32).astype(np.float32)])
     for k in (1, 10, 1000, 2400, 6000):
         check(source, queries, k)
+        check(source, queries[:1], k)
+    cut = [groups for groups in dealt if len([qi for g in groups for qi, _ in g]) > len({qi for g in groups for qi, _ in g})]
+    assert bool(cut) == (threads > 1)  # one query's candidates in several pieces, on as many threads
+    assert all(len(groups) == min(threads, len([p for g in groups for p in g])) for groups in cut)
 
 
 def test_special_rows_nan_inf_huge_zero_and_dead() -> None:
