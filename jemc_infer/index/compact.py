@@ -24,8 +24,9 @@ per 16 queries, and the module imports in ~1 ms, so a one-shot ``query`` pays no
 (onnxruntime's ``MatMulInteger`` packed every block of codes before it multiplied: 1.7-1.9x slower
 at one query; numba's loop was a little faster but cost ~0.23 s to load: benchmarks/RESULTS.md).
 The product checks itself on extreme operands when first used: where it is missing or not exact,
-the full scan runs instead. The scan and the residual narrowing run in threads (NumKong releases
-the GIL); the narrowing's random 2 kB reads are bound by memory latency, not bandwidth. Rows with a
+the full scan runs instead. The scan, the residual narrowing and the rescoring run in threads
+(NumKong and BLAS release the GIL); the last two read rows at random (2 kB, 8 kB), bound by memory
+latency, so even one query's candidates are cut in pieces across the threads. Rows with a
 non-finite or huge value are not quantised: they are always rescored.
 """
 
