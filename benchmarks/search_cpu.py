@@ -46,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jemc_infer.index.compact import Segment, fill
+from jemc_infer.index.compact import Segment, quantised
+from jemc_infer.index.npyfile import npy_writer
 from jemc_infer.index.search import search
 from jemc_infer.index.source import InMemory, Shard
 
@@ -62,22 +63,24 @@ def write_data(folder: Path, n: int, dim: int, block: int = 32768) -> None:
     bounds = np.linspace(0, n, SHARDS + 1).astype(int)
     for s in range(SHARDS):
         rows = int(bounds[s + 1] - bounds[s])
-        f32 = np.lib.format.open_memmap(folder / f"f32_{s}.npy", mode="w+", dtype=np.float32, shape=(rows, dim))
-        f16 = np.lib.format.open_memmap(folder / f"f16_{s}.npy", mode="w+", dtype=np.float16, shape=(rows, dim))
-        for a in range(0, rows, block):
-            x = rng.standard_normal((min(block, rows - a), dim), dtype=np.float32)
-            x /= np.linalg.norm(x, axis=1, keepdims=True)
-            f32[a : a + len(x)], f16[a : a + len(x)] = x, x
-        f32.flush(), f16.flush()
-        del f32, f16
+        # written front to back as an index writes its files (npy_writer: large writes, so the page
+        # cache holds them in large folios; np.save writes a shard in one)
+        with (npy_writer(folder / f"f32_{s}.npy", (rows, dim), np.float32) as f32,
+              npy_writer(folder / f"f16_{s}.npy", (rows, dim), np.float16) as f16):
+            for a in range(0, rows, block):
+                x = rng.standard_normal((min(block, rows - a), dim), dtype=np.float32)
+                x /= np.linalg.norm(x, axis=1, keepdims=True)
+                f32.write(x)
+                f16.write(x)
         np.save(folder / f"ids_{s}.npy", np.arange(bounds[s], bounds[s + 1], dtype=np.int64))
         shard = Shard(np.load(folder / f"f32_{s}.npy", mmap_mode="r"), np.zeros(rows, np.int64), s)
-        codes = np.lib.format.open_memmap(folder / f"c8_{s}.npy", mode="w+", dtype=np.int8, shape=(rows, dim))
-        residual = np.lib.format.open_memmap(folder / f"r8_{s}.npy", mode="w+", dtype=np.int8, shape=(rows, dim))
-        meta = np.lib.format.open_memmap(folder / f"c8meta_{s}.npy", mode="w+", dtype=np.float32, shape=(rows, 5))
-        fill([shard], codes, residual, meta)
-        codes.flush(), residual.flush(), meta.flush()
-        del codes, residual, meta
+        with (npy_writer(folder / f"c8_{s}.npy", (rows, dim), np.int8) as codes,
+              npy_writer(folder / f"r8_{s}.npy", (rows, dim), np.int8) as residual,
+              npy_writer(folder / f"c8meta_{s}.npy", (rows, 5), np.float32) as meta):
+            for c, r, m in quantised([shard]):
+                codes.write(c)
+                residual.write(r)
+                meta.write(m)
 
 
 def open_source(folder: Path, kind: str, compact: bool = False) -> InMemory:

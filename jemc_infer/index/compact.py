@@ -38,7 +38,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -542,10 +542,10 @@ def _gather(pos: np.ndarray, starts: np.ndarray, spans: list, rows: np.ndarray, 
     return filled
 
 
-def rows_in_blocks(shards: Sequence[Shard]):
-    """(start, rows [w, D]) for consecutive blocks of :data:`BLOCK` rows across ``shards``."""
+def rows_in_blocks(shards: Sequence[Shard]) -> Iterator[np.ndarray]:
+    """The rows of ``shards`` (concatenated) in consecutive blocks of :data:`BLOCK` rows [w, D]."""
     pending: list[np.ndarray] = []
-    have = start = 0
+    have = 0
     for shard in shards:
         rows, at = shard.rows, 0
         while at < len(rows):
@@ -553,28 +553,25 @@ def rows_in_blocks(shards: Sequence[Shard]):
             pending.append(rows[at : at + take])
             have, at = have + take, at + take
             if have == BLOCK:
-                yield start, np.concatenate(pending) if len(pending) > 1 else pending[0]
-                start, pending, have = start + BLOCK, [], 0
+                yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+                pending, have = [], 0
     if have:
-        yield start, np.concatenate(pending) if len(pending) > 1 else pending[0]
+        yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
-def fill(shards: Sequence[Shard], codes: np.ndarray, residual: np.ndarray, meta: np.ndarray) -> None:
-    """Quantise the rows of ``shards`` (concatenated) into ``codes`` and ``residual``, int8 [n, D],
-    and ``meta`` float32 [n, 5] (preallocated: arrays or writable memory maps)."""
-    for start, rows in rows_in_blocks(shards):
-        c, r, m = quantise(rows)
-        codes[start : start + len(rows)] = c
-        residual[start : start + len(rows)] = r
-        meta[start : start + len(rows)] = m
+def quantised(shards: Sequence[Shard]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The rows of ``shards`` (concatenated) quantised block by block: (codes, residual, meta) of
+    :func:`quantise`, to append in order (an index writes them with ``npyfile.npy_writer``)."""
+    for rows in rows_in_blocks(shards):
+        yield quantise(rows)
 
 
 def segment_of(shards: Sequence[Shard]) -> Segment:
     """A segment in memory (tests, benchmarks; an index writes its segments to files)."""
-    n = sum(len(s.ids) for s in shards)
     dim = int(shards[0].rows.shape[1]) if shards else 0
-    codes, residual, meta = np.empty((n, dim), np.int8), np.empty((n, dim), np.int8), np.empty((n, 5), np.float32)
-    fill(shards, codes, residual, meta)
+    parts = list(quantised(shards))
+    codes, residual, meta = ((np.concatenate([p[i] for p in parts]) if parts else np.empty((0, w), t))
+                             for i, w, t in ((0, dim, np.int8), (1, dim, np.int8), (2, 5, np.float32)))
     return Segment(codes, residual, meta, tuple(s.key for s in shards), tuple(len(s.ids) for s in shards))
 
 

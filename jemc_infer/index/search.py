@@ -92,7 +92,7 @@ def search(
             return c8.compact_search(shards, segments, q, int(k), dim)
         if compact:
             raise InputError("compact | a shard without a compact copy (or an int8 product that is not exact here) | "
-                             "expected a compact copy of every shard: jemc-infer index compact INDEX")
+                             "expected a compact copy of every shard: jemc-infer index compact --index INDEX")
         source = InMemory(tuple(shards))
     nq = q.shape[0]
     top = _TopK(nq, int(k))
