@@ -5,7 +5,7 @@ fresh memory map costs. Written through a memory map (``np.lib.format.open_memma
 in the cache as 4 kB pages, and every new process that maps it pays a page fault per few pages:
 15–30 ms for the first scan of a 100k-row index's 200 MB of int8 codes here, a tenth of a cold
 ``query``. Written with whole :data:`CHUNK` writes at chunk-aligned offsets, it sits there in
-large folios (2 MB ones on ext4 and XFS with Linux >= 6.16), which a map faults in 2 MB at a
+large folios (2 MB ones on ext4 since Linux 6.16, XFS since 5.18), which a map faults in 2 MB at a
 time: 1–8 ms for the same scan (benchmarks/RESULTS.md). Older kernels and other file systems
 read it as before.
 """
