@@ -216,7 +216,7 @@ def test_compact_required_but_missing_is_refused_and_auto_falls_back() -> None:
     rng = np.random.default_rng(5)
     source = unit_shards(rng, [50], dim=8)
     q = rng.standard_normal((1, 8)).astype(np.float32)
-    with pytest.raises(InputError, match="jemc-infer index compact"):
+    with pytest.raises(InputError, match="jemc-infer index compact --index INDEX"):
         search(source, q, 3, compact=True)
     want = oracle(source, q, 3)[1]
     np.testing.assert_array_equal(search(source, q, 3)[1], want)  # no copy: the full scan
