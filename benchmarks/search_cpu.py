@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jemc_infer.index.compact import Segment, quantised
+from jemc_infer.index.compact import Segment, write_segment
 from jemc_infer.index.npyfile import npy_writer
 from jemc_infer.index.search import search
 from jemc_infer.index.source import InMemory, Shard
@@ -74,13 +74,7 @@ def write_data(folder: Path, n: int, dim: int, block: int = 32768) -> None:
                 f16.write(x)
         np.save(folder / f"ids_{s}.npy", np.arange(bounds[s], bounds[s + 1], dtype=np.int64))
         shard = Shard(np.load(folder / f"f32_{s}.npy", mmap_mode="r"), np.zeros(rows, np.int64), s)
-        with (npy_writer(folder / f"c8_{s}.npy", (rows, dim), np.int8) as codes,
-              npy_writer(folder / f"r8_{s}.npy", (rows, dim), np.int8) as residual,
-              npy_writer(folder / f"c8meta_{s}.npy", (rows, 5), np.float32) as meta):
-            for c, r, m in quantised([shard]):
-                codes.write(c)
-                residual.write(r)
-                meta.write(m)
+        write_segment([shard], dim, folder / f"c8_{s}.npy", folder / f"r8_{s}.npy", folder / f"c8meta_{s}.npy")
 
 
 def open_source(folder: Path, kind: str, compact: bool = False) -> InMemory:

@@ -40,11 +40,13 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jemc_infer.errors import IndexCorruptError
+from jemc_infer.index.npyfile import npy_writer
 from jemc_infer.index.source import Shard
 
 _GROUP_SCORES = 1 << 20
@@ -559,20 +561,27 @@ def rows_in_blocks(shards: Sequence[Shard]) -> Iterator[np.ndarray]:
         yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
-def quantised(shards: Sequence[Shard]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The rows of ``shards`` (concatenated) quantised block by block: (codes, residual, meta) of
-    :func:`quantise`, to append in order (an index writes them with ``npyfile.npy_writer``)."""
-    for rows in rows_in_blocks(shards):
-        yield quantise(rows)
-
-
 def segment_of(shards: Sequence[Shard]) -> Segment:
-    """A segment in memory (tests, benchmarks; an index writes its segments to files)."""
+    """A segment in memory (tests, benchmarks; an index writes its segments with :func:`write_segment`)."""
     dim = int(shards[0].rows.shape[1]) if shards else 0
-    parts = list(quantised(shards))
+    parts = [quantise(rows) for rows in rows_in_blocks(shards)]
     codes, residual, meta = ((np.concatenate([p[i] for p in parts]) if parts else np.empty((0, w), t))
                              for i, w, t in ((0, dim, np.int8), (1, dim, np.int8), (2, 5, np.float32)))
     return Segment(codes, residual, meta, tuple(s.key for s in shards), tuple(len(s.ids) for s in shards))
+
+
+def write_segment(shards: Sequence[Shard], dim: int, codes: Path, residual: Path, meta: Path) -> None:
+    """Quantise the rows of ``shards`` (concatenated) block by block into a segment's three
+    ``.npy`` files, each written front to back in large writes and fsynced (:mod:`npyfile`: the
+    page cache then holds them in large folios, which a new process maps cheaply)."""
+    n = sum(len(s.rows) for s in shards)
+    with (npy_writer(codes, (n, dim), np.int8) as out_codes, npy_writer(residual, (n, dim), np.int8) as out_residual,
+          npy_writer(meta, (n, 5), np.float32) as out_meta):
+        for rows in rows_in_blocks(shards):
+            c, r, m = quantise(rows)
+            out_codes.write(c)
+            out_residual.write(r)
+            out_meta.write(m)
 
 
 def covers(shards: Sequence[Shard], segments: Sequence[Segment]) -> bool:

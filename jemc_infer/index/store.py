@@ -42,8 +42,7 @@ from jemc_infer.collection.faults import crash_point
 from jemc_infer.collection.jobs import JobStore, VideoRecord
 from jemc_infer.collection.lock import WriterLock
 from jemc_infer.errors import IndexCorruptError, InputError, SettingsMismatchError
-from jemc_infer.index.compact import Segment, quantised
-from jemc_infer.index.npyfile import npy_writer
+from jemc_infer.index.compact import Segment, write_segment
 from jemc_infer.index.source import Shard
 from jemc_infer.index.windows import VideoWindows, WindowRows
 from jemc_infer.specs import OLD_GRAPH_NAMES
@@ -314,12 +313,7 @@ class Index:
         next_id = (self.db.execute("SELECT MAX(id) FROM compact").fetchone()[0] or 0) + 1
         rel = {name: f"{COMPACT}/{next_id:06d}.{name}.npy" for name in ("i8", "r8", "meta")}
         tmp = {name: (self.path / r).with_name(f".{Path(r).name}.tmp-{os.getpid()}") for name, r in rel.items()}
-        with (npy_writer(tmp["i8"], (n, self.dim), np.int8) as codes, npy_writer(tmp["r8"], (n, self.dim), np.int8) as residual,
-              npy_writer(tmp["meta"], (n, 5), np.float32) as meta):
-            for c, r, m in quantised(shards):
-                codes.write(c)
-                residual.write(r)
-                meta.write(m)
+        write_segment(shards, self.dim, tmp["i8"], tmp["r8"], tmp["meta"])
         crash_point("compact-written")
         for name in rel:
             os.replace(tmp[name], self.path / rel[name])
