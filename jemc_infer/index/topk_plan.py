@@ -1,43 +1,56 @@
 """Exact top-k by filter-then-select: the algorithm the CUDA kernel runs, and a NumPy model of it.
 
 The GPU search (:mod:`jemc_infer.index.gpu`) reads each index row once per pass, scores it against
-a batch of queries and keeps only the rows that beat a per-query threshold, in a fixed-size
-candidate buffer; the exact top-k is then selected from the survivors. This module holds the
-host-side plan shared by the real kernel and by :class:`NumpyScan`, a model of the kernel that
-runs anywhere, so the plan is tested on every machine:
+a batch of queries and keeps only the rows that reach a per-query threshold, in a fixed-size
+candidate buffer (``cap`` slots; every survivor is counted, the first ``cap`` kept); the exact
+top-k is then selected from the survivors. The aim is one full pass per search: its cost is the
+bytes of the index. This module holds the host-side plan shared by the real kernel and by
+:class:`NumpyScan`, a model of the kernel that runs anywhere, so the plan is tested on every
+machine. Pairs are ordered as the CPU search orders them (score descending, then id ascending);
+"a threshold" is such a pair, and a row survives when its pair is at least as good.
 
-1. **Sample.** Scan every ``step``-th row with no threshold (all of them fit the buffer). For a
-   query with at least k sampled rows, the k-th best sampled (score, id) pair is a valid threshold:
-   the k-th best of all rows is at least as good, because the sample is a subset.
-2. **Filter.** Scan every row; a row survives for a query when its (score, id) pair is at least
-   the threshold in the search order (score descending, then id ascending). Every row of the true
-   top-k survives. A query whose survivors fit the buffer is done: select its top k exactly.
-3. **Overflow.** A query with more survivors than the buffer holds kept an arbitrary subset of
-   them (whichever the kernel wrote first). The k-th best pair of that subset is again a valid
-   threshold and strictly better than the last one (the buffer holds at least 2k distinct rows
-   that all reach it), so the query is scanned again with a denser sample first; this repeats
-   until the survivors fit.
+1. **Samples.** Scan every ``step``-th row, at first with no threshold (``cap/2`` rows: they
+   all fit). A query's k-th best sampled pair is a *proven* threshold: the sample is a subset of
+   the rows, so at least k rows reach it. With it, a denser sample still fits the buffer; the
+   samples go denser until one is fine enough (``fine`` step) to rank the whole index: the rows
+   above the sample's r-th best number about ``r · step``.
+2. **A guess.** The full pass is run with the pair a fine sample ranks at about
+   ``sqrt(k · cap)`` rows (its r-th best, ``r · step`` about that): far fewer survivors than the
+   proven threshold lets through, and nearly always between k and ``cap``.
+3. **Full pass.** A query with k to ``cap`` survivors is done: it holds every row of the true
+   top-k (at least k rows reach the threshold, so the k-th best does too), selected exactly.
+   Fewer than k (the guess was too high, a rare draw): the guess is lowered (4× the rank, until
+   the proven threshold) and the pass repeated for that query. More than ``cap`` (an overflow):
+   the kept survivors' k-th best is a new proven threshold, strictly better than the last, and
+   the query is sampled again from a step its survivors fit, then passed again.
 
-The order and the rules are those of the CPU :func:`jemc_infer.index.search.search`: ties by
-the lower id, dead rows (id -1) and rows scoring NaN never returned, short answers padded with
-score -inf and id -1.
+The rules are those of the CPU :func:`jemc_infer.index.search.search`: ties by the lower id, dead
+rows (id -1) and rows scoring NaN never returned, short answers padded with score -inf and id -1.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 ID_MAX = np.iinfo(np.int64).max  # a threshold id that lets every row with the threshold score pass
-MIN_CAPACITY = 4096
-MAX_ROUNDS = 64  # each round strictly raises every overflowing query's threshold; far more than enough
+MIN_CAPACITY = 8192
+MAX_ROUNDS = 64  # each round lowers a guess or strictly raises a proven threshold; far more than enough
 
 
 def capacity_for(k: int) -> int:
-    """Candidate slots per query: room for two k (so an overflow always teaches a new threshold)."""
-    return max(MIN_CAPACITY, 4 * k)
+    """Candidate slots per query: room for four k (so an overflow always teaches a new threshold)."""
+    return max(MIN_CAPACITY, 8 * k)
+
+
+def _rank_for(width: int, cap: int) -> int:
+    """The sample rank a guess rests on. The rows above a sample's r-th best number about
+    ``r · step``, spread by about ``1/sqrt(r)`` on a log scale; the guess aims at the middle of
+    ``[width, cap]`` (``ln(cap/width)`` wide there), and this r puts each edge four spreads away."""
+    return max(2, math.ceil((12 / math.log(cap / width)) ** 2))
 
 
 @dataclass
@@ -60,21 +73,41 @@ class Scan(Protocol):
         ...
 
 
+def _order(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The indices that sort pairs best first (score descending, then id ascending)."""
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    if len(s) > 1 and (s[1:] == s[:-1]).any():  # ties (rare on real scores): order them by id
+        order = np.lexsort((ids, -scores.astype(np.float64)))
+    return order
+
+
 def select(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` (score, id) pairs, score descending then id ascending; padded with (-inf, -1)."""
-    order = np.lexsort((ids, -scores.astype(np.float64)))[:k]
+    if len(scores) > k:  # narrow to the k best scores and every pair tied with the k-th
+        kth = -np.partition(-scores, k - 1)[k - 1]
+        keep = scores >= kth
+        scores, ids = scores[keep], ids[keep]
+    order = _order(scores, ids)[:k]
     out_s = np.full(k, -np.inf, np.float32)
     out_i = np.full(k, -1, np.int64)
     out_s[: len(order)], out_i[: len(order)] = scores[order], ids[order]
     return out_s, out_i
 
 
-def _kth(c: Candidates, q: int, k: int) -> tuple[float, int] | None:
+def _kth(c: Candidates, q: int, rank: int) -> tuple[float, int] | None:
+    """The ``rank``-th best kept pair of query ``q``; None where fewer are kept."""
     kept = int(min(c.counts[q], c.scores.shape[1]))
-    if kept < k:
+    if kept < rank:
         return None
-    s, i = select(c.scores[q, :kept], c.ids[q, :kept], k)
-    return float(s[-1]), int(i[-1])
+    s, i = c.scores[q, :kept], c.ids[q, :kept]
+    v = -np.partition(-s, rank - 1)[rank - 1]
+    above = int((s > v).sum())
+    return float(v), int(np.sort(i[s == v])[rank - 1 - above])
+
+
+def _better(a: tuple[float, int], b: tuple[float, int]) -> bool:
+    return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
 
 
 def topk(scan: Scan, queries: np.ndarray, k: int, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -84,44 +117,75 @@ def topk(scan: Scan, queries: np.ndarray, k: int, cap: int | None = None) -> tup
         ``(scores, ids)``: float32 and int64 [nq, min(k, n_rows)], as :func:`jemc_infer.index.search.search`.
 
     Raises:
-        RuntimeError: If a query still overflows after :data:`MAX_ROUNDS` rounds (cannot happen
-            with a correct kernel: each round strictly raises the threshold).
+        RuntimeError: If a query is still not done after :data:`MAX_ROUNDS` rounds (cannot happen
+            with a correct kernel: each round lowers a guess or strictly raises a proven threshold).
     """
     nq, n = len(queries), scan.n_rows
     width = min(k, n)
-    cap = cap or capacity_for(k)
+    cap = cap or capacity_for(width)
     out_s = np.full((nq, width), -np.inf, np.float32)
     out_i = np.full((nq, width), -1, np.int64)
     if nq == 0 or width == 0:
         return out_s, out_i
-    thr_s = np.full(nq, -np.inf, np.float32)
-    thr_i = np.full(nq, ID_MAX, np.int64)
+    proven = [(-math.inf, int(ID_MAX))] * nq  # at least `width` rows reach it (or it lets every row through)
+    aim = math.sqrt(width * cap)  # the survivors a guess aims at
+    fine = max(1, int(aim) // _rank_for(width, cap))  # a sample this dense ranks the whole index
+    ladder: list[tuple[np.ndarray, np.ndarray] | None] = [None] * nq  # a fine sample's pairs, best first
+    rank = [1] * nq  # the ladder's rank a guess takes
+    lower = [1] * nq  # 4 ** (guesses found too high): kept across samples, so guessing ends
     todo = np.arange(nq)
-    step = max(1, -(-n // (cap // 2)))  # a sample of at most cap/2 rows: it never overflows
+    step = max(1, -(-n // (cap // 2)))  # at most cap/2 rows: with no threshold, they all fit
+    step = max(step, fine) if step > 1 else 1  # and no denser than a fine sample
     for _ in range(MAX_ROUNDS):
-        if step > 1:  # a sample teaches a threshold; it cannot finish a query
-            c = scan.scan(queries[todo], thr_s[todo], thr_i[todo], step, cap)
+        while step > 1:  # samples: prove thresholds, then rank the index
+            c = scan.scan(queries[todo], *_pairs([proven[q] for q in todo]), step, cap)
             for j, q in enumerate(todo):
                 t = _kth(c, j, width)
-                if t is not None and (t[0] > thr_s[q] or (t[0] == thr_s[q] and t[1] < thr_i[q])):
-                    thr_s[q], thr_i[q] = t
-        c = scan.scan(queries[todo], thr_s[todo], thr_i[todo], 1, cap)
-        left = []
+                if t is not None and _better(t, proven[q]):
+                    proven[q] = t
+                if step <= fine:
+                    kept = int(c.counts[j])
+                    order = _order(c.scores[j, :kept], c.ids[j, :kept]) if kept <= cap else None
+                    ladder[q] = None if order is None else (c.scores[j, order], c.ids[j, order])
+                    rank[q] = max(1, round(aim / step)) * lower[q]
+            if step <= fine:
+                break
+            step = max(fine, -(-2 * width * step // cap))  # its survivors of a proven threshold: about cap/2
+        tried = [_guess(ladder[q], rank[q], width, proven[q]) for q in todo]
+        c = scan.scan(queries[todo], *_pairs(tried), 1, cap)
+        left, spill = [], 0
         for j, q in enumerate(todo):
-            if c.counts[j] <= cap:
-                kept = int(c.counts[j])
-                s, i = select(c.scores[j, :kept], c.ids[j, :kept], width)
-                out_s[q], out_i[q] = s, i
-            else:
+            count = int(c.counts[j])
+            guessing = tried[j] != proven[q]
+            if count <= cap and (count >= width or not guessing):  # every row of the top k survived
+                out_s[q], out_i[q] = select(c.scores[j, :count], c.ids[j, :count], width)
+                continue
+            left.append(q)
+            if count < width:  # the guess was too high: a lower one next
+                rank[q], lower[q] = rank[q] * 4, lower[q] * 4
+            else:  # an overflow: the kept survivors prove a better threshold; sample again from it
                 t = _kth(c, j, width)
-                assert t is not None  # an overflowing buffer holds cap >= 2k rows
-                thr_s[q], thr_i[q] = t
-                left.append(q)
+                assert t is not None  # an overflowing buffer keeps cap > k rows
+                proven[q], ladder[q] = t, None
+                spill = max(spill, count)
         if not left:
             return out_s, out_i
         todo = np.array(left)
-        step = max(1, step // 4)  # a denser sample next round
-    raise RuntimeError(f"GPU top-k | {len(todo)} queries still overflow after {MAX_ROUNDS} rounds | expected convergence")
+        step = max(1, -(-spill // (cap // 2)))  # fewer rows than `spill` reach the new thresholds
+    raise RuntimeError(f"GPU top-k | {len(todo)} queries not done after {MAX_ROUNDS} rounds | expected convergence")
+
+
+def _pairs(pairs: list[tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([p[0] for p in pairs], np.float32), np.array([p[1] for p in pairs], np.int64)
+
+
+def _guess(ladder: tuple[np.ndarray, np.ndarray] | None, rank: int, width: int,
+           proven: tuple[float, int]) -> tuple[float, int]:
+    """The fine sample's ``rank``-th best pair where it is better than the proven threshold."""
+    if ladder is None or rank >= width or rank > len(ladder[0]):
+        return proven
+    g = (float(ladder[0][rank - 1]), int(ladder[1][rank - 1]))
+    return g if _better(g, proven) else proven
 
 
 class NumpyScan:
@@ -136,10 +200,12 @@ class NumpyScan:
         self.rows, self.ids, self.n_rows = rows, ids, len(rows)
         self.block_rows, self.order = block_rows, order
         self.rng = np.random.default_rng(seed)
-        self.passes = 0  # how many scans ran (a figure of the bytes read)
+        self.passes = 0  # how many scans ran
+        self.rows_read = 0  # rows visited over all scans: the figure of the bytes a search reads
 
     def scan(self, queries: np.ndarray, thr_scores: np.ndarray, thr_ids: np.ndarray, step: int, cap: int) -> Candidates:
         self.passes += 1
+        self.rows_read += len(range(0, self.n_rows, step))
         nq = len(queries)
         out = Candidates(np.zeros((nq, cap), np.float32), np.zeros((nq, cap), np.int64), np.zeros(nq, np.int64))
         visit = np.arange(0, self.n_rows, step)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from support.topk_reference import reference
 
-from jemc_infer.index.topk_plan import NumpyScan, select, topk
+from jemc_infer.index.topk_plan import Candidates, NumpyScan, select, topk
 
 
 def _check(rows: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, order: str = "random", **kw) -> NumpyScan:
@@ -56,14 +56,77 @@ def test_sorted_rows_make_the_first_survivors_the_worst(order: str) -> None:
     assert scan.passes >= 2  # a sample, then the filter
 
 
+@pytest.mark.parametrize("k", [10, 100, 1000, 4096])
+def test_a_search_reads_the_rows_about_once(k: int) -> None:
+    """The point of the plan: samples of a few percent, then one full pass (the cost is the bytes
+    of the index), for every query of a batch (one query needing a second pass costs a whole one)."""
+    rng = np.random.default_rng(k)
+    n = 300_007
+    rows = rng.standard_normal((n, 8)).astype(np.float32)
+    scan = _check(rows, np.arange(n, dtype=np.int64), rng.standard_normal((64, 8)).astype(np.float32), k)
+    assert scan.rows_read <= 1.05 * n, scan.rows_read / n
+
+
+class _Skewed(NumpyScan):
+    """A kernel whose samples are skewed, yet still sets of real rows at least as good as the
+    threshold (so every threshold they prove holds): ``"top"`` adds the index's best rows to each
+    sample (every guess ranked too high), ``"bottom"`` keeps only each sample's lower half (too low)."""
+
+    def __init__(self, rows: np.ndarray, ids: np.ndarray, keep: str) -> None:
+        super().__init__(rows, ids, order="rows")
+        self.keep, self.full = keep, 0
+
+    def scan(self, queries: np.ndarray, thr_scores: np.ndarray, thr_ids: np.ndarray, step: int, cap: int) -> Candidates:
+        c = super().scan(queries, thr_scores, thr_ids, step, cap)
+        if step == 1:
+            self.full += 1
+            return c
+        for q in range(len(queries)):
+            kept = int(min(c.counts[q], cap))
+            s, i = c.scores[q, :kept], c.ids[q, :kept]
+            if self.keep == "top":
+                best = reference(self.rows, self.ids, queries[q:q + 1], 500)
+                ok = (best[0][0] > thr_scores[q]) | ((best[0][0] == thr_scores[q]) & (best[1][0] <= thr_ids[q]))
+                s, i = np.concatenate([s, best[0][0][ok]]), np.concatenate([i, best[1][0][ok]])
+                i, first = np.unique(i, return_index=True)
+                s = s[first][: cap]
+                i = i[: cap]
+            else:
+                ok = s <= np.median(s)
+                s, i = s[ok], i[ok]
+            c.scores[q, : len(s)], c.ids[q, : len(s)], c.counts[q] = s, i, len(s)
+        return c
+
+
+@pytest.mark.parametrize("keep", ["top", "bottom"])
+@pytest.mark.parametrize("k", [10, 2048])
+def test_wrong_guesses_are_mended_exactly(keep: str, k: int) -> None:
+    """Samples of the top half rank every guess too high (too few survivors: the guess is lowered);
+    of the bottom half, too low (the buffer overflows: a better proven threshold, sampled again)."""
+    rng = np.random.default_rng(7)
+    n = 100_003
+    rows = rng.standard_normal((n, 4)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
+    queries = rng.standard_normal((3, 4)).astype(np.float32)
+    scan = _Skewed(rows, ids, keep)
+    got = topk(scan, queries, k)
+    want = reference(rows, ids, queries, k)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    assert scan.full > 1  # the first full pass did not finish them
+
+
 def test_an_overflowing_buffer_is_rescanned_until_exact() -> None:
-    """A sample's threshold lets far more rows through than the buffer holds (k large, scores in
-    three values): the buffer overflows and the rounds still end exact."""
+    """Scores in three values, ~33k rows each, k large and the samples ranking too low: the
+    buffer overflows on ties that only the ids can break, and the rounds still end exact."""
     n, k = 100_003, 4096
     rows = np.zeros((n, 2), np.float32)
-    rows[:, 0] = np.random.default_rng(3).integers(0, 3, n)  # three distinct scores, ~33k rows each
-    scan = _check(rows, np.arange(n, dtype=np.int64), np.array([[1.0, 0.0]], np.float32), k, order="rows")
-    assert scan.passes > 2
+    rows[:, 0] = np.random.default_rng(3).integers(0, 3, n)
+    scan = _Skewed(rows, np.arange(n, dtype=np.int64), "bottom")
+    got = topk(scan, np.array([[1.0, 0.0]], np.float32), k)
+    want = reference(rows, np.arange(n, dtype=np.int64), np.array([[1.0, 0.0]], np.float32), k)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert scan.full > 1
 
 
 def test_dead_rows_and_nan_rows_never_come_back() -> None:
