@@ -1,18 +1,21 @@
-"""Exact top-k search on an NVIDIA GPU: the fused scoring-and-filtering kernel (``topk.cu``) driven
-by pycuda, with the plan of :mod:`jemc_infer.index.topk_plan`.
+"""Exact top-k search on an NVIDIA GPU: the fused scoring-and-filtering kernels (``topk.cu``)
+driven by pycuda, with the plan of :mod:`jemc_infer.index.topk_plan`.
 
-The index rows are uploaded once (fp32, fp16 or bf16 as stored, each row padded to a multiple of
-8 elements) and stay resident; every search then reads each row once per pass — a sample of a
-few thousand rows, then one full pass, more only where a query's candidate buffer overflowed —
-and copies back only the survivors. Beyond the free memory of one card the rows are split in
-slices, one per visible card, searched each and merged exactly.
+The index rows are uploaded once (fp32 or fp16 as stored, each row padded to a multiple of 8
+elements) and stay resident — or, given a torch CUDA tensor (fp32, fp16 or bf16), used where they
+are — and every search then reads each row about once: a sample of a few percent of them, then one
+full pass, copying back only the survivors. A few queries run on the CUDA-core kernel; larger
+batches of fp16/bf16 rows on tensor cores (16 or 64 queries a tile). Beyond the free memory of one
+card the rows are split in slices, one per visible card, searched each and merged exactly.
 
-The kernel is compiled by nvcc (on PATH, ``$CUDA_HOME/bin`` or the ``nvidia-cuda-nvcc`` wheel)
+The kernels are compiled by nvcc (on PATH, ``$CUDA_HOME/bin`` or the ``nvidia-cuda-nvcc`` wheel)
 for the card's architecture at first use and cached by source hash, architecture and compiler
 version (``$JEMC_CUDA_CACHE``, default ``~/.cache/jemc-infer/cuda``); the module is loaded with
-``module_from_buffer`` into the device's primary context (never ``pycuda.autoinit``).
+``module_from_buffer`` into the device's primary context (never ``pycuda.autoinit``), the context
+torch uses too.
 
-Only this module imports pycuda, and only when a GPU search is asked for.
+Only this module imports pycuda, and only when a GPU search is asked for; it never imports torch
+(a tensor is used through its own methods).
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ from jemc_infer.index import topk_plan
 from jemc_infer.index.source import ShardSource
 
 SOURCE = "topk.cu"
-KERNELS = {np.dtype(np.float32): "jemc_scan_f32", np.dtype(np.float16): "jemc_scan_f16"}  # bf16: see from_arrays
-QT, THREADS = 8, 256  # as in topk.cu
+KINDS = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}  # numpy rows; bf16 comes from torch
+TORCH_KINDS = {"torch.float32": "f32", "torch.float16": "f16", "torch.bfloat16": "bf16"}
+QT, THREADS, WARPS = 8, 256, 8  # as in topk.cu
+TC_ROWS = {16: 128, 64: 64}  # tensor-core tiles: queries -> rows (topk.cu's JEMC_TC)
+SIMT_MAX_QUERIES = 4  # batches up to this many run on the CUDA cores; to be settled by benchmarks/search_gpu.py
 ALIGN = 8  # elements: every row 16-byte aligned for any dtype
 HEADROOM = 256 << 20  # bytes of a card's free memory never planned for
 
@@ -120,66 +126,160 @@ def _driver() -> Any:
     return cuda
 
 
-class CudaScan:
-    """One slice of the rows, resident on one card: the :class:`~jemc_infer.index.topk_plan.Scan` the plan drives."""
+def kernel_for(kind: str, nq: int, capability: tuple[int, int]) -> tuple[str, int]:
+    """The kernel for ``nq`` queries over rows of ``kind`` and its query tile: the CUDA cores for
+    fp32 rows, a few queries or a card before sm_80; else tensor cores, 16 or 64 queries a tile."""
+    if kind == "f32" or nq <= SIMT_MAX_QUERIES or capability < (8, 0):
+        return f"jemc_scan_{kind}", QT
+    tile = 16 if nq <= 16 else 64
+    return f"jemc_scan_tc{tile}_{kind}", tile
 
-    def __init__(self, cuda: Any, device: int, rows: np.ndarray, ids: np.ndarray) -> None:
-        self.cuda, self.n_rows = cuda, len(rows)
+
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 (round to nearest even), as uint16 bit patterns (numpy has no bf16)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    out = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    out[np.isnan(x)] = 0x7FC0
+    return out
+
+
+def query_halves(q: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 queries as two halves in the rows' 16-bit type, ``q ≈ hi + lo``: what the tensor cores
+    multiply (both), so the scores are those of the fp32 queries, not of queries rounded to 16 bits."""
+    q = np.ascontiguousarray(q, np.float32)
+    if kind == "f16":
+        hi = q.astype(np.float16)
+        return hi, (q - hi.astype(np.float32)).astype(np.float16)
+    hi_bits = bf16_bits(q)
+    hi32 = (hi_bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    with np.errstate(invalid="ignore"):
+        return hi_bits, bf16_bits(q - hi32)
+
+
+def _is_cuda_tensor(x: Any) -> bool:
+    return bool(getattr(x, "is_cuda", False)) and callable(getattr(x, "data_ptr", None))
+
+
+class CudaScan:
+    """One slice of the rows, resident on one card: the :class:`~jemc_infer.index.topk_plan.Scan` the plan drives.
+
+    ``rows`` is a numpy array (uploaded, padded) or a torch CUDA tensor on this card (used in
+    place: contiguous, D a multiple of 8). Buffers are kept from one scan to the next; the
+    :class:`~jemc_infer.index.topk_plan.Candidates` a scan returns are valid until the next.
+    """
+
+    def __init__(self, cuda: Any, device: int, rows: Any, ids: np.ndarray, kind: str) -> None:
+        self.cuda, self.n_rows, self.kind = cuda, len(ids), kind
         self.ctx = cuda.Device(device).retain_primary_context()
         self.ctx.push()
         try:
             dev = cuda.Device(device)
-            major, minor = dev.compute_capability()
-            cubin, _ = compile_cubin(f"sm_{major}{minor}")
+            self.capability = dev.compute_capability()
+            cubin, _ = compile_cubin("sm_{}{}".format(*self.capability))
             self.module = cuda.module_from_buffer(cubin)
-            self.kernel = self.module.get_function(KERNELS[rows.dtype])
-            self.dim = -(-rows.shape[1] // ALIGN) * ALIGN
-            padded = np.zeros((len(rows), self.dim), rows.dtype)
-            padded[:, : rows.shape[1]] = rows
-            self.rows = cuda.to_device(padded)
+            self.kernels: dict[str, Any] = {}
+            if isinstance(rows, np.ndarray):
+                self.dim = -(-rows.shape[1] // ALIGN) * ALIGN
+                padded = np.zeros((len(rows), self.dim), rows.dtype)
+                padded[:, : rows.shape[1]] = rows
+                self.rows, self.rows_ptr = cuda.to_device(padded), None
+            else:
+                self.dim, self.rows, self.rows_ptr = int(rows.shape[1]), rows, int(rows.data_ptr())
+                cuda.Context.synchronize()  # whatever torch still runs on its streams to make them
             self.ids = cuda.to_device(np.ascontiguousarray(ids, np.int64))
             self.stream = cuda.Stream()
             self.sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
-            self.smem = QT * self.dim * 4
-            if self.smem > 48 << 10:
-                self.kernel.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, self.smem)
+            self.force: str | None = None  # a kernel name that overrides kernel_for (benchmarks)
+            self._bufs: dict[str, Any] = {}
         finally:
             self.ctx.pop()
 
+    def _kernel(self, name: str) -> Any:
+        if name not in self.kernels:
+            f = self.kernels[name] = self.module.get_function(name)
+            smem = QT * self.dim * 4
+            if "_tc" not in name and smem > 48 << 10:  # the CUDA-core kernel's queries: dynamic shared memory
+                f.set_attribute(self.cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+        return self.kernels[name]
+
+    def _buffer(self, key: str, nbytes: int, pinned: tuple[tuple[int, ...], Any] | None = None) -> Any:
+        """A device (or, with ``pinned`` = (shape, dtype), page-locked host) buffer kept for the next
+        scan; grown, never shrunk."""
+        have = self._bufs.get(key)
+        if have is None or have[1] < nbytes:
+            buf = self.cuda.pagelocked_empty(*pinned) if pinned else self.cuda.mem_alloc(max(1, nbytes))
+            have = self._bufs[key] = (buf, nbytes)
+        buf = have[0]
+        return buf.reshape(-1)[: int(np.prod(pinned[0]))].reshape(pinned[0]) if pinned else buf
+
+    def _put(self, key: str, host: np.ndarray) -> Any:
+        """``host`` copied into a kept device buffer through a kept pinned one (on the stream)."""
+        staged = self._buffer(key + "/host", host.nbytes, (host.shape, host.dtype))
+        staged[...] = host
+        dev = self._buffer(key, host.nbytes)
+        self.cuda.memcpy_htod_async(dev, staged, self.stream)
+        return dev
+
     def scan(self, queries: np.ndarray, thr_scores: np.ndarray, thr_ids: np.ndarray, step: int, cap: int) -> topk_plan.Candidates:
         cuda, nq = self.cuda, len(queries)
+        name, tile = kernel_for(self.kind, nq, self.capability)
+        name = self.force or name
+        tile = int(name[len("jemc_scan_tc"):].split("_")[0]) if "_tc" in name else QT
         q = np.zeros((nq, self.dim), np.float32)
         q[:, : queries.shape[1]] = queries
         n_visit = -(-self.n_rows // step)
-        blocks = max(1, min(-(-n_visit // (THREADS // 32)), self.sms * 8))
+        q_tiles = -(-nq // tile)
+        per_block = TC_ROWS[tile] if "_tc" in name else WARPS
+        groups = max(1, min(-(-n_visit // per_block), (self.sms * (2 if "_tc" in name else 8)) // q_tiles))
         self.ctx.push()
         try:
-            out = topk_plan.Candidates(cuda.pagelocked_empty((nq, cap), np.float32), cuda.pagelocked_empty((nq, cap), np.int64),
-                                       cuda.pagelocked_zeros(nq, np.uint64))
-            dq, dts, dti = (cuda.to_device(np.ascontiguousarray(a)) for a in (q, thr_scores.astype(np.float32), thr_ids.astype(np.int64)))
-            ds, di = cuda.mem_alloc(out.scores.nbytes), cuda.mem_alloc(out.ids.nbytes)
-            dc = cuda.to_device(out.counts)
-            self.kernel(self.rows, self.ids, np.int32(self.dim), np.int64(n_visit), np.int64(step), dq, np.int32(nq), dts, dti,
-                        ds, di, dc, np.int32(cap), block=(THREADS, 1, 1), grid=(blocks, -(-nq // QT), 1),
-                        shared=self.smem, stream=self.stream)
-            for host, dev in ((out.counts, dc), (out.scores, ds), (out.ids, di)):
+            counts = self._buffer("counts/host", 8 * nq, ((nq,), np.uint64))
+            scores = self._buffer("scores/host", 4 * nq * cap, ((nq, cap), np.float32))
+            ids = self._buffer("ids/host", 8 * nq * cap, ((nq, cap), np.int64))
+            if "_tc" in name:
+                hi, lo = query_halves(q, self.kind)
+                qargs = [self._put("q_hi", hi), self._put("q_lo", lo)]
+            else:
+                qargs = [self._put("q", q)]
+            dts, dti = self._put("thr_s", thr_scores.astype(np.float32)), self._put("thr_i", thr_ids.astype(np.int64))
+            dc = self._put("counts", np.zeros(nq, np.uint64))
+            ds, di = self._buffer("scores", 4 * nq * cap), self._buffer("ids", 8 * nq * cap)
+            rows = np.uintp(self.rows_ptr) if self.rows_ptr is not None else self.rows
+            self._kernel(name)(rows, self.ids, np.int32(self.dim), np.int64(n_visit), np.int64(step), *qargs, np.int32(nq),
+                               dts, dti, ds, di, dc, np.int32(cap), block=(THREADS, 1, 1), grid=(groups * q_tiles, 1, 1),
+                               shared=0 if "_tc" in name else QT * self.dim * 4, stream=self.stream)
+            for host, dev in ((counts, dc), (scores, ds), (ids, di)):
                 cuda.memcpy_dtoh_async(host, dev, self.stream)
             self.stream.synchronize()
         finally:
             self.ctx.pop()
-        out.counts = out.counts.astype(np.int64)
-        return out
+        return topk_plan.Candidates(scores, ids, counts.astype(np.int64))
 
 
 class GpuIndex:
-    """Rows resident on the visible cards (one slice per card); exact top-k over all of them."""
+    """Rows resident on the visible cards (one slice per card); exact top-k over all of them.
 
-    def __init__(self, rows: np.ndarray, ids: np.ndarray) -> None:
-        if rows.ndim != 2 or len(rows) != len(ids):
+    ``rows``: a numpy array [N, D] (fp16 or fp32; others are searched as fp32), or a torch CUDA
+    tensor (fp32, fp16 or bf16; contiguous, D a multiple of 8), searched on its card in place.
+    """
+
+    def __init__(self, rows: Any, ids: np.ndarray) -> None:
+        ids = np.asarray(ids)
+        if len(rows.shape) != 2 or rows.shape[0] != len(ids):
             raise InputShapeError(f"GPU index | rows {list(rows.shape)}, ids {list(ids.shape)} | expected [N, D] and [N]")
-        if rows.dtype not in KERNELS:
-            rows = rows.astype(np.float32)
         cuda = _driver()
+        if _is_cuda_tensor(rows):
+            kind = TORCH_KINDS.get(str(rows.dtype))
+            if kind is None or rows.shape[1] % ALIGN or not rows.is_contiguous() or rows.data_ptr() % 16:
+                raise InputShapeError(f"GPU index | a {rows.dtype} CUDA tensor {list(rows.shape)} | expected a contiguous "
+                                      f"float32, float16 or bfloat16 tensor with D a multiple of {ALIGN} (pad with zeros: "
+                                      "the scores do not change)")
+            self.parts = [CudaScan(cuda, rows.device.index or 0, rows, ids, kind)]
+            self.dim = rows.shape[1]
+            return
+        rows = np.asarray(rows)
+        if rows.dtype not in KINDS:
+            rows = rows.astype(np.float32)
         n_dev = cuda.Device.count()
         need = rows.shape[0] * (-(-rows.shape[1] // ALIGN) * ALIGN) * rows.dtype.itemsize + 8 * len(ids)
         free = []
@@ -195,10 +295,20 @@ class GpuIndex:
                              f"free on {n_dev} card(s): search on the CPU")
         slices = max(1, -(-need // max(1, min(free)))) if n_dev > 1 else 1
         bounds = np.linspace(0, len(rows), min(slices, n_dev) + 1).astype(np.int64)
-        self.parts = [CudaScan(cuda, d, rows[a:b], ids[a:b]) for d, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
+        self.parts = [CudaScan(cuda, d, rows[a:b], ids[a:b], KINDS[rows.dtype])
+                      for d, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
         self.dim = rows.shape[1]
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Any, k: int, kernel: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` of ``queries`` [nq, D] (numpy, or a torch tensor on any device); ``kernel``
+        forces one of topk.cu's kernels (benchmarks), else :func:`kernel_for` picks."""
+        if callable(getattr(queries, "detach", None)):
+            queries = queries.detach().float().cpu().numpy()
+        queries = np.asarray(queries, np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise InputShapeError(f"GPU search | queries {list(queries.shape)} | expected [nq, {self.dim}]")
+        for p in self.parts:
+            p.force = kernel
         results = [topk_plan.topk(p, queries, k) for p in self.parts]
         if len(results) == 1:
             return results[0]

@@ -75,7 +75,7 @@ class Scan(Protocol):
 
 def _order(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """The indices that sort pairs best first (score descending, then id ascending)."""
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores)
     s = scores[order]
     if len(s) > 1 and (s[1:] == s[:-1]).any():  # ties (rare on real scores): order them by id
         order = np.lexsort((ids, -scores.astype(np.float64)))
@@ -98,9 +98,13 @@ def select(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.
 def _kth(c: Candidates, q: int, rank: int) -> tuple[float, int] | None:
     """The ``rank``-th best kept pair of query ``q``; None where fewer are kept."""
     kept = int(min(c.counts[q], c.scores.shape[1]))
-    if kept < rank:
+    return _kth_of(c.scores[q, :kept], c.ids[q, :kept], rank)
+
+
+def _kth_of(s: np.ndarray, i: np.ndarray, rank: int) -> tuple[float, int] | None:
+    """The ``rank``-th best of the pairs ``(s, i)`` (a partition, no sort); None where fewer."""
+    if len(s) < rank:
         return None
-    s, i = c.scores[q, :kept], c.ids[q, :kept]
     v = -np.partition(-s, rank - 1)[rank - 1]
     above = int((s > v).sum())
     return float(v), int(np.sort(i[s == v])[rank - 1 - above])
@@ -130,7 +134,7 @@ def topk(scan: Scan, queries: np.ndarray, k: int, cap: int | None = None) -> tup
     proven = [(-math.inf, int(ID_MAX))] * nq  # at least `width` rows reach it (or it lets every row through)
     aim = math.sqrt(width * cap)  # the survivors a guess aims at
     fine = max(1, int(aim) // _rank_for(width, cap))  # a sample this dense ranks the whole index
-    ladder: list[tuple[np.ndarray, np.ndarray] | None] = [None] * nq  # a fine sample's pairs, best first
+    ladder: list[tuple[np.ndarray, np.ndarray] | None] = [None] * nq  # a fine sample's pairs (where all were kept)
     rank = [1] * nq  # the ladder's rank a guess takes
     lower = [1] * nq  # 4 ** (guesses found too high): kept across samples, so guessing ends
     todo = np.arange(nq)
@@ -145,8 +149,7 @@ def topk(scan: Scan, queries: np.ndarray, k: int, cap: int | None = None) -> tup
                     proven[q] = t
                 if step <= fine:
                     kept = int(c.counts[j])
-                    order = _order(c.scores[j, :kept], c.ids[j, :kept]) if kept <= cap else None
-                    ladder[q] = None if order is None else (c.scores[j, order], c.ids[j, order])
+                    ladder[q] = (c.scores[j, :kept].copy(), c.ids[j, :kept].copy()) if kept <= cap else None
                     rank[q] = max(1, round(aim / step)) * lower[q]
             if step <= fine:
                 break
@@ -182,10 +185,8 @@ def _pairs(pairs: list[tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
 def _guess(ladder: tuple[np.ndarray, np.ndarray] | None, rank: int, width: int,
            proven: tuple[float, int]) -> tuple[float, int]:
     """The fine sample's ``rank``-th best pair where it is better than the proven threshold."""
-    if ladder is None or rank >= width or rank > len(ladder[0]):
-        return proven
-    g = (float(ladder[0][rank - 1]), int(ladder[1][rank - 1]))
-    return g if _better(g, proven) else proven
+    g = _kth_of(*ladder, rank) if ladder is not None and rank < width else None
+    return g if g is not None and _better(g, proven) else proven
 
 
 class NumpyScan:
