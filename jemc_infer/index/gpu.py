@@ -189,7 +189,9 @@ class CudaScan:
             self.ids = cuda.to_device(np.ascontiguousarray(ids, np.int64))
             self.stream = cuda.Stream()
             self.sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
-            self.force: str | None = None  # a kernel name that overrides kernel_for (benchmarks)
+            # The kernel every scan of the current search runs (GpuIndex.search sets it): one search,
+            # one way of scoring, so a threshold one pass proves holds in the next.
+            self.kernel: str | None = None
             self._bufs: dict[str, Any] = {}
         finally:
             self.ctx.pop()
@@ -222,8 +224,7 @@ class CudaScan:
 
     def scan(self, queries: np.ndarray, thr_scores: np.ndarray, thr_ids: np.ndarray, step: int, cap: int) -> topk_plan.Candidates:
         cuda, nq = self.cuda, len(queries)
-        name, tile = kernel_for(self.kind, nq, self.capability)
-        name = self.force or name
+        name = self.kernel or kernel_for(self.kind, nq, self.capability)[0]
         tile = int(name[len("jemc_scan_tc"):].split("_")[0]) if "_tc" in name else QT
         q = np.zeros((nq, self.dim), np.float32)
         q[:, : queries.shape[1]] = queries
@@ -301,14 +302,14 @@ class GpuIndex:
 
     def search(self, queries: Any, k: int, kernel: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` of ``queries`` [nq, D] (numpy, or a torch tensor on any device); ``kernel``
-        forces one of topk.cu's kernels (benchmarks), else :func:`kernel_for` picks."""
+        forces one of topk.cu's kernels (benchmarks), else :func:`kernel_for` picks for the batch."""
         if callable(getattr(queries, "detach", None)):
             queries = queries.detach().float().cpu().numpy()
         queries = np.asarray(queries, np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise InputShapeError(f"GPU search | queries {list(queries.shape)} | expected [nq, {self.dim}]")
         for p in self.parts:
-            p.force = kernel
+            p.kernel = kernel or kernel_for(p.kind, len(queries), p.capability)[0]
         results = [topk_plan.topk(p, queries, k) for p in self.parts]
         if len(results) == 1:
             return results[0]

@@ -142,6 +142,7 @@ def topk(scan: Scan, queries: np.ndarray, k: int, cap: int | None = None) -> tup
     todo = np.arange(nq)
     step = max(1, -(-n // (cap // 2)))  # at most cap/2 rows: with no threshold, they all fit
     step = max(step, fine) if step > 1 else 1  # and no denser than a fine sample
+    sampling = True
     for _ in range(MAX_ROUNDS):
         while step > 1:  # samples: prove thresholds, then rank the index
             c = scan.scan(queries[todo], *_pairs([proven[q] for q in todo]), step, cap)
@@ -161,12 +162,15 @@ def topk(scan: Scan, queries: np.ndarray, k: int, cap: int | None = None) -> tup
         left, spill, done = [], 0, []
         for j, q in enumerate(todo):
             count = int(c.counts[j])
-            guessing = tried[j] != proven[q]
-            if count <= cap and (count >= width or not guessing):  # every row of the top k survived
+            guessing, trivial = tried[j] != proven[q], tried[j] == (-math.inf, ID_MAX)
+            if count <= cap and (count >= width or trivial):  # every row of the top k survived
                 done.append((j, q, count))
                 continue
             left.append(q)
-            if count < width:  # the guess was too high: a lower one next
+            if count < width and not guessing:  # a proven threshold cannot do this: the kernel scored rows
+                proven[q], ladder[q] = (-math.inf, int(ID_MAX)), None  # two ways. Start again from none, and
+                sampling = False  # believe full passes only
+            elif count < width:  # the guess was too high: a lower one next
                 rank[q], lower[q] = rank[q] * 4, lower[q] * 4
             else:  # an overflow: the kept survivors prove a better threshold; sample again from it
                 t = _kth(c, j, width)
@@ -177,7 +181,7 @@ def topk(scan: Scan, queries: np.ndarray, k: int, cap: int | None = None) -> tup
         if not left:
             return out_s, out_i
         todo = np.array(left)
-        step = max(1, -(-spill // (cap // 2)))  # fewer rows than `spill` reach the new thresholds
+        step = max(1, -(-spill // (cap // 2))) if sampling else 1  # fewer rows than `spill` reach the new thresholds
     raise RuntimeError(f"GPU top-k | {len(todo)} queries not done after {MAX_ROUNDS} rounds | expected convergence")
 
 

@@ -116,6 +116,36 @@ def test_wrong_guesses_are_mended_exactly(keep: str, k: int) -> None:
     assert scan.full > 1  # the first full pass did not finish them
 
 
+class _TwoWays(NumpyScan):
+    """A faulty kernel: samples score every row far higher than full passes do, so what a
+    sample proves does not hold in the pass."""
+
+    def scan(self, queries: np.ndarray, thr_scores: np.ndarray, thr_ids: np.ndarray, step: int, cap: int) -> Candidates:
+        if step == 1:
+            return super().scan(queries, thr_scores, thr_ids, step, cap)
+        c = super().scan(queries, thr_scores - np.float32(100), thr_ids, step, cap)
+        c.scores += np.float32(100)
+        keep = (c.scores > thr_scores[:, None]) | ((c.scores == thr_scores[:, None]) & (c.ids <= thr_ids[:, None]))
+        for q in range(len(queries)):
+            kept = int(min(c.counts[q], cap))
+            ok = keep[q, :kept]
+            c.scores[q, : ok.sum()], c.ids[q, : ok.sum()], c.counts[q] = c.scores[q, :kept][ok], c.ids[q, :kept][ok], ok.sum()
+        return c
+
+
+def test_a_threshold_that_does_not_hold_is_not_believed() -> None:
+    """Too few survivors of a proven threshold can only mean a kernel that scores rows two ways
+    (the GPU search runs one kernel per search so it never does): the plan starts that query
+    again from no threshold instead of returning a short answer."""
+    rng = np.random.default_rng(11)
+    n, k = 100_003, 100
+    rows = rng.standard_normal((n, 4)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
+    queries = rng.standard_normal((2, 4)).astype(np.float32)
+    got = topk(_TwoWays(rows, ids), queries, k)
+    np.testing.assert_array_equal(got[1], reference(rows, ids, queries, k)[1])
+
+
 def test_an_overflowing_buffer_is_rescanned_until_exact() -> None:
     """Scores in three values, ~33k rows each, k large and the samples ranking too low: the
     buffer overflows on ties that only the ids can break, and the rounds still end exact."""
