@@ -226,3 +226,32 @@ def test_query_without_torch(runtime_bundle: Path, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(out.stdout.splitlines()) == 2  # answered, with torch impossible to import
     assert np.isfinite([json.loads(ln)["score"] for ln in out.stdout.splitlines()]).all()
+
+
+@pytest.mark.gpu
+def test_embed_and_query_on_the_gpu_equal_the_cpu(runtime_bundle: Path, tmp_path: Path) -> None:
+    """The whole GPU path (scripts/gpu_check.sh): ``embed --device cuda`` (onnxruntime's CUDA
+    provider, or the torch CUDA engine where it is absent) writes the rows the CPU writes, to
+    rounding, and ``query --device cuda`` (the fused top-k kernel) answers what the CPU answers."""
+    videos = make_videos(tmp_path / "videos", n=4)
+    assert embed(videos, tmp_path / "cpu", runtime_bundle, "--device", "cpu").exit_code == 0
+    r = embed(videos, tmp_path / "gpu", runtime_bundle, "--device", "cuda", "--json")
+    assert r.exit_code == 0, r.output
+    assert all("CPU" not in w for w in json.loads(r.stdout)["engines"]), r.stdout
+
+    def rows(index: Path) -> dict[str, np.ndarray]:
+        with Index.open(index) as ix:
+            by_id = {int(i): np.asarray(s.rows[j], np.float32) for s in ix.shards() for j, i in enumerate(s.ids) if i >= 0}
+            return {p: by_id[v.id] for p, v in ix.videos().items() if v.id in by_id}
+
+    cpu, gpu = rows(tmp_path / "cpu"), rows(tmp_path / "gpu")
+    assert sorted(cpu) == sorted(gpu) and len(cpu) == 4
+    for path in cpu:
+        np.testing.assert_allclose(gpu[path], cpu[path], atol=2e-2)
+    answers = []
+    for index, device in ((tmp_path / "cpu", "cpu"), (tmp_path / "cpu", "cuda")):
+        r = run("query", "a man is cooking", "--index", index, "--model", runtime_bundle, "-k", "4", "--device", device, "--json")
+        assert r.exit_code == 0, r.output
+        answers.append([json.loads(line) for line in r.stdout.splitlines()])
+    assert [h["path"] for h in answers[0]] == [h["path"] for h in answers[1]]
+    np.testing.assert_allclose([h["score"] for h in answers[0]], [h["score"] for h in answers[1]], atol=1e-4)
