@@ -27,6 +27,10 @@
 #include <mma.h>
 #include <stdint.h>
 
+#ifndef JEMC_DYNAMIC_SHARED  // (tests/fakes/cuda_emu runs this file on the CPU with its own definitions)
+#define JEMC_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 #define QT 8           // queries per block (blockIdx.y tiles the query batch)
 #define WARPS 8        // warps per block
 #define THREADS (WARPS * 32)
@@ -70,7 +74,7 @@ __device__ __forceinline__ void scan(const T* __restrict__ rows, const long long
                                      const float* __restrict__ thr_scores, const long long* __restrict__ thr_ids,
                                      float* __restrict__ out_scores, long long* __restrict__ out_ids,
                                      unsigned long long* __restrict__ counts, int cap) {
-  extern __shared__ float tile[];  // [QT][dim] fp32 queries of this block's tile
+  JEMC_DYNAMIC_SHARED(float, tile);  // [QT][dim] fp32 queries of this block's tile
   const int q_tiles = (nq + QT - 1) / QT;  // gridDim.x is a multiple of it (the host sees to that)
   const int q0 = (blockIdx.x % q_tiles) * QT;
   const int nt = min(QT, nq - q0);
@@ -171,7 +175,7 @@ __device__ __forceinline__ void tc_scan(const T* __restrict__ rows, const long l
                                         const long long* __restrict__ thr_ids, float* __restrict__ out_scores,
                                         long long* __restrict__ out_ids, unsigned long long* __restrict__ counts,
                                         int cap) {
-#if __CUDA_ARCH__ >= 800
+#if __CUDA_ARCH__ >= 800 || defined(JEMC_EMULATED)
   using namespace nvcuda;
   constexpr int WQ = BQ >= 32 ? 2 : 1;     // warps across the queries
   constexpr int WR = WARPS / WQ;           // and down the rows

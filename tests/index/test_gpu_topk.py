@@ -8,12 +8,12 @@ import functools
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-from support.topk_reference import reference
+from support.cuda_emu import CudaTensor
+from support.topk_reference import assert_same, reference
 
 from jemc_infer.errors import InputError, InputShapeError
 from jemc_infer.index.gpu import compile_cubin, find_nvcc, kernel_source, spills
@@ -80,14 +80,6 @@ def test_without_a_gpu_the_search_says_so_in_one_line() -> None:
         search(InMemory((Shard(rows, np.arange(4)),)), rows[:1], 2, device="tpu")
 
 
-def _assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray], rtol: float) -> None:
-    """Ids equal where the reference's scores are not within rounding of each other; scores close."""
-    np.testing.assert_allclose(got[0], want[0], rtol=rtol, atol=rtol)
-    gap = np.abs(np.diff(want[0], axis=1, append=-np.inf))
-    clear = (gap > 4 * rtol) & np.concatenate([np.ones_like(gap[:, :1], bool), gap[:, :-1] > 4 * rtol], axis=1)
-    np.testing.assert_array_equal(got[1][clear], want[1][clear])
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("n", [1, 7, 4097, 100_003])
@@ -103,7 +95,7 @@ def test_gpu_equals_the_reference(dtype: type, n: int, k: int, nq: int) -> None:
     ids[rng.random(n) < 0.05] = -1  # dead rows
     queries = rng.standard_normal((nq, d)).astype(np.float32)
     got = GpuIndex(rows, ids).search(queries, k)
-    _assert_same(got, reference(rows.astype(np.float32), ids, queries, k), rtol=1e-4)
+    assert_same(got, reference(rows.astype(np.float32), ids, queries, k), rtol=1e-4)
 
 
 @pytest.mark.gpu
@@ -129,7 +121,7 @@ def test_gpu_search_through_the_index_api_and_sliced_inputs() -> None:
     queries = rng.standard_normal((256, 4096)).astype(np.float32)[:, ::2]  # a strided view
     got = search(shards, queries, 100, device="cuda")
     want = search(shards, queries, 100)
-    _assert_same(got, want, rtol=2e-3)
+    assert_same(got, want, rtol=2e-3)
 
 
 @pytest.mark.gpu
@@ -151,7 +143,7 @@ def test_gpu_every_kernel_equals_the_reference(kernel: str, k: int) -> None:
     ids[::17] = -1
     queries = rng.standard_normal((37, d)).astype(np.float32)
     got = GpuIndex(rows.cuda(), ids).search(queries, k, kernel=kernel)
-    _assert_same(got, reference(rows.float().numpy(), ids, queries, k), rtol=1e-3 if kind == "bf16" else 1e-4)
+    assert_same(got, reference(rows.float().numpy(), ids, queries, k), rtol=1e-3 if kind == "bf16" else 1e-4)
 
 
 # --- the host code on the fake pycuda (tests/fakes): launches, copies, padding, slices ---------------------
@@ -255,7 +247,7 @@ def test_host_code_on_the_fake_gpu_equals_the_reference(fake_cuda: Any, dtype: t
     kernel = kernel_for("f32" if dtype == np.float32 else "f16", nq, (9, 0))[0]
     assert set(fake_cuda.launched) == {kernel}
     if "_tc" in kernel:  # queries as hi + lo halves: their sum is within ~2^-22 of the fp32 query
-        _assert_same(got, want, rtol=1e-5)
+        assert_same(got, want, rtol=1e-5)
     else:
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_array_equal(got[0], want[0])
@@ -327,30 +319,6 @@ def test_the_kernel_for_a_batch(kind: str, nq: int, cc: tuple[int, int], want: s
     assert name == want and name in KERNEL_NAMES and tile == (8 if "_tc" not in name else int(name[12:14]))
 
 
-class _CudaTensor:
-    """What GpuIndex reads of a torch CUDA tensor (``is_cuda``, ``dtype``, ``shape``, ``device``,
-    ``data_ptr()``, ``is_contiguous()``), its bytes in the fake's device memory."""
-
-    is_cuda = True
-
-    def __init__(self, cuda: Any, data: np.ndarray, dtype: str) -> None:
-        cuda.init()
-        ctx = cuda.Device(0).retain_primary_context()
-        ctx.push()
-        try:
-            self.alloc = cuda.mem_alloc(data.nbytes)
-            cuda.memcpy_htod(self.alloc, np.ascontiguousarray(data))
-        finally:
-            ctx.pop()
-        self.shape, self.dtype, self.device = data.shape, dtype, SimpleNamespace(index=0)
-
-    def data_ptr(self) -> int:
-        return int(self.alloc)
-
-    def is_contiguous(self) -> bool:
-        return True
-
-
 @pytest.mark.parametrize("nq", [2, 9, 40])
 def test_a_bf16_cuda_tensor_is_searched_in_place(fake_cuda: Any, nq: int) -> None:
     import torch
@@ -360,13 +328,13 @@ def test_a_bf16_cuda_tensor_is_searched_in_place(fake_cuda: Any, nq: int) -> Non
     rng = np.random.default_rng(nq)
     rows32 = rng.standard_normal((6000, 64)).astype(np.float32)
     bf16 = torch.from_numpy(rows32).bfloat16()
-    tensor = _CudaTensor(fake_cuda, bf16.view(torch.int16).numpy(), "torch.bfloat16")
+    tensor = CudaTensor(fake_cuda, bf16.view(torch.int16).numpy(), "torch.bfloat16")
     ids = np.arange(6000, dtype=np.int64) * 7
     index = GpuIndex(tensor, ids)
     assert index.parts[0].rows_ptr == tensor.data_ptr()  # no copy of the rows
     queries = torch.from_numpy(rng.standard_normal((nq, 64)).astype(np.float32))  # a tensor too
     got = index.search(queries, 25)
-    _assert_same(got, reference(bf16.float().numpy(), ids, queries.numpy(), 25), rtol=1e-4)
+    assert_same(got, reference(bf16.float().numpy(), ids, queries.numpy(), 25), rtol=1e-4)
     assert set(fake_cuda.launched) == {"jemc_scan_bf16" if nq <= 4 else f"jemc_scan_tc{16 if nq <= 16 else 64}_bf16"}
 
 
@@ -374,6 +342,6 @@ def test_a_cuda_tensor_it_cannot_use_in_place_is_refused(fake_cuda: Any) -> None
     from jemc_infer.index.gpu import GpuIndex
 
     with pytest.raises(InputShapeError, match="multiple of 8"):
-        GpuIndex(_CudaTensor(fake_cuda, np.zeros((10, 12), np.float16), "torch.float16"), np.arange(10))
+        GpuIndex(CudaTensor(fake_cuda, np.zeros((10, 12), np.float16), "torch.float16"), np.arange(10))
     with pytest.raises(InputShapeError, match="float16 or bfloat16"):
-        GpuIndex(_CudaTensor(fake_cuda, np.zeros((10, 8), np.int64), "torch.int64"), np.arange(10))
+        GpuIndex(CudaTensor(fake_cuda, np.zeros((10, 8), np.int64), "torch.int64"), np.arange(10))

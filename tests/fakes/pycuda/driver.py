@@ -75,6 +75,7 @@ class _Machine:
         self.initialized = False
         # (name, compute capability, memory): tests may change it to simulate another machine
         self.devices: list[tuple[str, tuple[int, int], int]] = [("NVIDIA H100 80GB HBM3", (9, 0), 80 << 30)]
+        self.sms = 132  # multiprocessors per device
         self.context_stack: list[Context] = []
         self.contexts_created = 0  # make_context: a second context besides the primary one
         self.allocations: dict[int, DeviceAllocation] = {}
@@ -143,7 +144,7 @@ class Device:
     def get_attribute(self, attr: int) -> int:
         if attr != device_attribute.MULTIPROCESSOR_COUNT:
             raise LogicError(f"cuDeviceGetAttribute failed: invalid value (the fake knows no attribute {attr})")
-        return 132
+        return MACHINE.sms
 
     def retain_primary_context(self) -> Context:
         return Context(self, primary=True)
