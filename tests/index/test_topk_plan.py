@@ -113,7 +113,7 @@ def test_wrong_guesses_are_mended_exactly(keep: str, k: int) -> None:
     want = reference(rows, ids, queries, k)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])
-    assert scan.full > 1  # the first full pass did not finish them
+    assert 1 < scan.full <= 3  # the first full pass did not finish them; mending costs a pass or two, not more
 
 
 class _TwoWays(NumpyScan):
@@ -156,7 +156,7 @@ def test_an_overflowing_buffer_is_rescanned_until_exact() -> None:
     got = topk(scan, np.array([[1.0, 0.0]], np.float32), k)
     want = reference(rows, np.arange(n, dtype=np.int64), np.array([[1.0, 0.0]], np.float32), k)
     np.testing.assert_array_equal(got[1], want[1])
-    assert scan.full > 1
+    assert scan.full == 2  # one overflow, then a proven threshold from what it kept
 
 
 def test_dead_rows_and_nan_rows_never_come_back() -> None:
