@@ -12,6 +12,9 @@ searched in place by ours (a torch CUDA tensor) and by torch. Per cell, the medi
 - ``torch/ours``: speed against torch. Goal: > 1 in every cell, >= 1.5 on the geometric mean.
 - ``same``: the fraction of ids both return (torch rounds its scores to fp16, ours keeps fp32: a
   near-tie can differ).
+- One more search per cell, its scans counted: ``launches``, ``read/N`` (rows visited over N:
+  about 1.0 is the plan working), ``scans ms`` (kernels and copies) and ``host ms`` (the plan's
+  own work on the host: thresholds, guesses, the final selection).
 
 Then the choice of kernel for small batches (``gpu.SIMT_MAX_QUERIES``): each kernel that can
 serve nq in {1, 4, 8, 16}, timed at k = 10.
@@ -58,6 +61,32 @@ def _copy_bandwidth(torch, rows, repeats: int) -> float:  # type: ignore[no-unty
     return 2 * src.numel() * src.element_size() / statistics.median(times) / 1e9
 
 
+def _traced(ours, queries: np.ndarray, k: int) -> tuple[tuple[np.ndarray, np.ndarray], dict]:  # type: ignore[no-untyped-def]
+    """One search, its scans counted: launches, rows visited over N, and the time outside the scans
+    (the plan's host work: thresholds, guesses, selection) against the time inside them."""
+    part = ours.parts[0]
+    log = {"launches": 0, "rows": 0, "in_scan_s": 0.0}
+    inner = part.scan
+
+    def scan(queries, thr_scores, thr_ids, step, cap):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        out = inner(queries, thr_scores, thr_ids, step, cap)
+        log["in_scan_s"] += time.perf_counter() - t
+        log["launches"] += 1
+        log["rows"] += -(-part.n_rows // step)
+        return out
+
+    part.scan = scan
+    try:
+        t = time.perf_counter()
+        got = ours.search(queries, k)
+        total = time.perf_counter() - t
+    finally:
+        del part.scan
+    return got, {"launches": log["launches"], "rows_read_over_n": log["rows"] / part.n_rows,
+                 "scans_ms": log["in_scan_s"] * 1e3, "host_ms": (total - log["in_scan_s"]) * 1e3}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -86,7 +115,8 @@ def main() -> None:
     cc = ours.parts[0].capability
     print(f"{name} (sm_{cc[0]}{cc[1]}): {a.rows} x {a.dim} fp16 rows ({gb:.1f} GB) on the card; "
           f"device-to-device copy {copy:.0f} GB/s; ours set up in {setup:.1f} s")
-    print(f"{'nq':>4} {'k':>5} {'kernel':>20} {'ours ms':>9} {'GB/s':>7} {'of copy':>7} {'torch ms':>9} {'torch/ours':>10} {'same':>6}")
+    print(f"{'nq':>4} {'k':>5} {'kernel':>20} {'ours ms':>9} {'GB/s':>7} {'of copy':>7} {'torch ms':>9} {'torch/ours':>10} {'same':>6}"
+          f" {'launches':>8} {'read/N':>6} {'scans ms':>8} {'host ms':>7}")
     rng = np.random.default_rng(0)
     cells = []
     for nq in (1, 16, 64, 256):
@@ -100,13 +130,14 @@ def main() -> None:
 
             mine = _time(lambda: ours.search(q, k), a.repeats)  # noqa: B023 - called at once
             theirs = _time(peer, a.repeats)
-            got, want = ours.search(q, k), peer()
+            (got, trace), want = _traced(ours, q, k), peer()
             same = float(np.mean([len(set(g) & set(w)) / k for g, w in zip(got[1], want[1], strict=True)]))
             cell = {"nq": nq, "k": k, "kernel": kernel_for("f16", nq, cc)[0], "ours_ms": mine * 1e3, "torch_ms": theirs * 1e3,
-                    "ours_gbps": gb / mine, "of_copy": gb / mine / copy, "torch_over_ours": theirs / mine, "same_ids": same}
+                    "ours_gbps": gb / mine, "of_copy": gb / mine / copy, "torch_over_ours": theirs / mine, "same_ids": same, **trace}
             cells.append(cell)
             print(f"{nq:>4} {k:>5} {cell['kernel']:>20} {mine * 1e3:>9.2f} {gb / mine:>7.0f} {cell['of_copy']:>7.2f} "
-                  f"{theirs * 1e3:>9.2f} {theirs / mine:>10.2f} {same:>6.4f}")
+                  f"{theirs * 1e3:>9.2f} {theirs / mine:>10.2f} {same:>6.4f} {trace['launches']:>8} "
+                  f"{trace['rows_read_over_n']:>6.3f} {trace['scans_ms']:>8.2f} {trace['host_ms']:>7.2f}")
     choice = []
     print("kernel choice at k = 10:")
     for nq in (1, 4, 8, 16):
