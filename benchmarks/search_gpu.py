@@ -16,8 +16,8 @@ searched in place by ours (a torch CUDA tensor) and by torch. Per cell, the medi
   about 1.0 is the plan working), ``scans ms`` (kernels and copies) and ``host ms`` (the plan's
   own work on the host: thresholds, guesses, the final selection).
 
-Then the choice of kernel for small batches (``gpu.SIMT_MAX_QUERIES``): each kernel that can
-serve nq in {1, 4, 8, 16}, timed at k = 10.
+Then the choice of kernel for small batches (``gpu.kernel_for``, ``gpu.FEW_QUERIES``): each
+kernel that can serve nq in {1, 2, 4, 8, 16}, timed at k = 10.
 
     python3 benchmarks/search_gpu.py [--rows 10000000] [--dim 2048] [--repeats 5] [--json OUT]
 """
@@ -132,7 +132,7 @@ def main() -> None:
             theirs = _time(peer, a.repeats)
             (got, trace), want = _traced(ours, q, k), peer()
             same = float(np.mean([len(set(g) & set(w)) / k for g, w in zip(got[1], want[1], strict=True)]))
-            cell = {"nq": nq, "k": k, "kernel": kernel_for("f16", nq, cc)[0], "ours_ms": mine * 1e3, "torch_ms": theirs * 1e3,
+            cell = {"nq": nq, "k": k, "kernel": kernel_for("f16", nq, cc), "ours_ms": mine * 1e3, "torch_ms": theirs * 1e3,
                     "ours_gbps": gb / mine, "of_copy": gb / mine / copy, "torch_over_ours": theirs / mine, "same_ids": same, **trace}
             cells.append(cell)
             print(f"{nq:>4} {k:>5} {cell['kernel']:>20} {mine * 1e3:>9.2f} {gb / mine:>7.0f} {cell['of_copy']:>7.2f} "
@@ -140,9 +140,9 @@ def main() -> None:
                   f"{trace['rows_read_over_n']:>6.3f} {trace['scans_ms']:>8.2f} {trace['host_ms']:>7.2f}")
     choice = []
     print("kernel choice at k = 10:")
-    for nq in (1, 4, 8, 16):
+    for nq in (1, 2, 4, 8, 16):
         q = rng.standard_normal((nq, a.dim), dtype=np.float32)
-        for kernel in ("jemc_scan_f16", "jemc_scan_tc16_f16"):
+        for kernel in ("jemc_simt2_f16", "jemc_simt8_f16", "jemc_tc16_f16"):
             ms = _time(lambda: ours.search(q, 10, kernel=kernel), a.repeats) * 1e3  # noqa: B023 - called at once
             choice.append({"nq": nq, "kernel": kernel, "ms": ms})
             print(f"  nq {nq:>3} {kernel:>20} {ms:8.2f} ms")

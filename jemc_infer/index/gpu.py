@@ -39,9 +39,9 @@ from jemc_infer.index.source import ShardSource
 SOURCE = "topk.cu"
 KINDS = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}  # numpy rows; bf16 comes from torch
 TORCH_KINDS = {"torch.float32": "f32", "torch.float16": "f16", "torch.bfloat16": "bf16"}
-QT, THREADS, WARPS = 8, 256, 8  # as in topk.cu
+THREADS, WARPS = 256, 8  # as in topk.cu
 TC_ROWS = {16: 128, 64: 64}  # tensor-core tiles: queries -> rows (topk.cu's JEMC_TC)
-SIMT_MAX_QUERIES = 4  # batches up to this many run on the CUDA cores; to be settled by benchmarks/search_gpu.py
+FEW_QUERIES = 2  # batches this small take the 2-query CUDA-core kernel (to be settled by benchmarks/search_gpu.py)
 ALIGN = 8  # elements: every row 16-byte aligned for any dtype
 HEADROOM = 256 << 20  # bytes of a card's free memory never planned for
 
@@ -126,13 +126,20 @@ def _driver() -> Any:
     return cuda
 
 
-def kernel_for(kind: str, nq: int, capability: tuple[int, int]) -> tuple[str, int]:
-    """The kernel for ``nq`` queries over rows of ``kind`` and its query tile: the CUDA cores for
-    fp32 rows, a few queries or a card before sm_80; else tensor cores, 16 or 64 queries a tile."""
-    if kind == "f32" or nq <= SIMT_MAX_QUERIES or capability < (8, 0):
-        return f"jemc_scan_{kind}", QT
-    tile = 16 if nq <= 16 else 64
-    return f"jemc_scan_tc{tile}_{kind}", tile
+def kernel_for(kind: str, nq: int, capability: tuple[int, int]) -> str:
+    """The kernel for ``nq`` queries over rows of ``kind``: one or two queries on the CUDA cores, 2
+    a tile (little shared-memory traffic: the pass stays bound by memory); more on tensor cores, 16
+    or 64 a tile — or, for fp32 rows or a card before sm_80, on the CUDA cores 8 a tile."""
+    if nq <= FEW_QUERIES:
+        return f"jemc_simt2_{kind}"
+    if kind == "f32" or capability < (8, 0):
+        return f"jemc_simt8_{kind}"
+    return f"jemc_tc{16 if nq <= 16 else 64}_{kind}"
+
+
+def tile_of(kernel: str) -> int:
+    """Queries per tile of a kernel, from its name (``jemc_simt8_f16`` → 8, ``jemc_tc64_bf16`` → 64)."""
+    return int(re.sub(r"\D", "", kernel.split("_")[1]))
 
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -199,10 +206,14 @@ class CudaScan:
     def _kernel(self, name: str) -> Any:
         if name not in self.kernels:
             f = self.kernels[name] = self.module.get_function(name)
-            smem = QT * self.dim * 4
-            if "_tc" not in name and smem > 48 << 10:  # the CUDA-core kernel's queries: dynamic shared memory
+            smem = self._shared(name)
+            if smem > 48 << 10:  # the CUDA-core kernels' queries: dynamic shared memory, opted in beyond 48 kB
                 f.set_attribute(self.cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
         return self.kernels[name]
+
+    def _shared(self, name: str) -> int:
+        """Dynamic shared memory of a launch: the CUDA-core kernels hold their tile's fp32 queries."""
+        return 0 if name.startswith("jemc_tc") else tile_of(name) * self.dim * 4
 
     def _buffer(self, key: str, nbytes: int, pinned: tuple[tuple[int, ...], Any] | None = None) -> Any:
         """A device (or, with ``pinned`` = (shape, dtype), page-locked host) buffer kept for the next
@@ -224,20 +235,20 @@ class CudaScan:
 
     def scan(self, queries: np.ndarray, thr_scores: np.ndarray, thr_ids: np.ndarray, step: int, cap: int) -> topk_plan.Candidates:
         cuda, nq = self.cuda, len(queries)
-        name = self.kernel or kernel_for(self.kind, nq, self.capability)[0]
-        tile = int(name[len("jemc_scan_tc"):].split("_")[0]) if "_tc" in name else QT
+        name = self.kernel or kernel_for(self.kind, nq, self.capability)
+        tile, tc = tile_of(name), name.startswith("jemc_tc")
         q = np.zeros((nq, self.dim), np.float32)
         q[:, : queries.shape[1]] = queries
         n_visit = -(-self.n_rows // step)
         q_tiles = -(-nq // tile)
-        per_block = TC_ROWS[tile] if "_tc" in name else WARPS
-        groups = max(1, min(-(-n_visit // per_block), (self.sms * (2 if "_tc" in name else 8)) // q_tiles))
+        per_block = TC_ROWS[tile] if tc else WARPS
+        groups = max(1, min(-(-n_visit // per_block), (self.sms * (2 if tc else 8)) // q_tiles))
         self.ctx.push()
         try:
             counts = self._buffer("counts/host", 8 * nq, ((nq,), np.uint64))
             scores = self._buffer("scores/host", 4 * nq * cap, ((nq, cap), np.float32))
             ids = self._buffer("ids/host", 8 * nq * cap, ((nq, cap), np.int64))
-            if "_tc" in name:
+            if tc:
                 hi, lo = query_halves(q, self.kind)
                 qargs = [self._put("q_hi", hi), self._put("q_lo", lo)]
             else:
@@ -248,7 +259,7 @@ class CudaScan:
             rows = np.uintp(self.rows_ptr) if self.rows_ptr is not None else self.rows
             self._kernel(name)(rows, self.ids, np.int32(self.dim), np.int64(n_visit), np.int64(step), *qargs, np.int32(nq),
                                dts, dti, ds, di, dc, np.int32(cap), block=(THREADS, 1, 1), grid=(groups * q_tiles, 1, 1),
-                               shared=0 if "_tc" in name else QT * self.dim * 4, stream=self.stream)
+                               shared=self._shared(name), stream=self.stream)
             for host, dev in ((counts, dc), (scores, ds), (ids, di)):
                 cuda.memcpy_dtoh_async(host, dev, self.stream)
             self.stream.synchronize()
@@ -309,7 +320,7 @@ class GpuIndex:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise InputShapeError(f"GPU search | queries {list(queries.shape)} | expected [nq, {self.dim}]")
         for p in self.parts:
-            p.kernel = kernel or kernel_for(p.kind, len(queries), p.capability)[0]
+            p.kernel = kernel or kernel_for(p.kind, len(queries), p.capability)
         results = [topk_plan.topk(p, queries, k) for p in self.parts]
         if len(results) == 1:
             return results[0]

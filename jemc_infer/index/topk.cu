@@ -8,11 +8,12 @@
 // which also models this kernel in NumPy). Dead rows (id < 0) are skipped; a NaN score never
 // passes a comparison.
 //
-// Two kernels, the host picks by batch size and row type:
-// - jemc_scan_{f32,f16,bf16} (CUDA cores): a tile of QT queries in shared memory as fp32; one warp
-//   scores one row at a time with 16-byte loads (512 contiguous bytes per warp step). For a few
-//   queries, where the pass is bound by memory.
-// - jemc_scan_tc{16,64}_{f16,bf16} (tensor cores, sm_80+): a tile of BR rows times 16 or 64
+// Two families, the host picks by batch size and row type (jemc_infer.index.gpu.kernel_for):
+// - jemc_simt{2,8}_{f32,f16,bf16} (CUDA cores): a tile of QT = 2 or 8 queries in shared memory as
+//   fp32; one warp scores one row at a time with 16-byte loads (512 contiguous bytes per warp step).
+//   Each 16 bytes of a row cost QT * 16 (fp32 rows) or QT * 32 (16-bit rows) bytes of shared-memory
+//   reads: QT = 2 keeps one or two queries under the SM's shared bandwidth at full memory speed.
+// - jemc_tc{16,64}_{f16,bf16} (tensor cores, sm_80+): a tile of BR rows times 16 or 64
 //   queries, streamed through shared memory in chunks of BK elements, multiplied with WMMA
 //   (m16n16k16, fp32 accumulators). The queries come as two halves in the rows' type, hi and lo
 //   (q = hi + lo to ~2^-22 for fp16), both multiplied: scores as with fp32 queries, not queries
@@ -31,7 +32,6 @@
 #define JEMC_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
 #endif
 
-#define QT 8           // queries per block (blockIdx.y tiles the query batch)
 #define WARPS 8        // warps per block
 #define THREADS (WARPS * 32)
 
@@ -68,7 +68,7 @@ template <> struct Vec<__nv_bfloat16> {
   }
 };
 
-template <typename T>
+template <typename T, int QT>
 __device__ __forceinline__ void scan(const T* __restrict__ rows, const long long* __restrict__ ids, int dim,
                                      long long n_visit, long long step, const float* __restrict__ queries, int nq,
                                      const float* __restrict__ thr_scores, const long long* __restrict__ thr_ids,
@@ -134,18 +134,21 @@ __device__ __forceinline__ void scan(const T* __restrict__ rows, const long long
   }
 }
 
-#define JEMC_SCAN(NAME, T)                                                                                       \
+#define JEMC_SIMT(NAME, T, Q)                                                                                    \
   extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                                    \
       const T* __restrict__ rows, const long long* __restrict__ ids, int dim, long long n_visit, long long step, \
       const float* __restrict__ queries, int nq, const float* __restrict__ thr_scores,                          \
       const long long* __restrict__ thr_ids, float* __restrict__ out_scores, long long* __restrict__ out_ids,   \
       unsigned long long* __restrict__ counts, int cap) {                                                        \
-    scan<T>(rows, ids, dim, n_visit, step, queries, nq, thr_scores, thr_ids, out_scores, out_ids, counts, cap);  \
+    scan<T, Q>(rows, ids, dim, n_visit, step, queries, nq, thr_scores, thr_ids, out_scores, out_ids, counts, cap); \
   }
 
-JEMC_SCAN(jemc_scan_f32, float)
-JEMC_SCAN(jemc_scan_f16, __half)
-JEMC_SCAN(jemc_scan_bf16, __nv_bfloat16)
+JEMC_SIMT(jemc_simt2_f32, float, 2)
+JEMC_SIMT(jemc_simt2_f16, __half, 2)
+JEMC_SIMT(jemc_simt2_bf16, __nv_bfloat16, 2)
+JEMC_SIMT(jemc_simt8_f32, float, 8)
+JEMC_SIMT(jemc_simt8_f16, __half, 8)
+JEMC_SIMT(jemc_simt8_bf16, __nv_bfloat16, 8)
 
 // --- tensor cores -----------------------------------------------------------------------------------
 
@@ -294,7 +297,7 @@ __device__ __forceinline__ void tc_scan(const T* __restrict__ rows, const long l
   }
 
 // 128 rows x 16 queries, 64 x 64: each within 128 registers (two blocks per SM) and without spills
-JEMC_TC(jemc_scan_tc16_f16, __half, 128, 16)
-JEMC_TC(jemc_scan_tc64_f16, __half, 64, 64)
-JEMC_TC(jemc_scan_tc16_bf16, __nv_bfloat16, 128, 16)
-JEMC_TC(jemc_scan_tc64_bf16, __nv_bfloat16, 64, 64)
+JEMC_TC(jemc_tc16_f16, __half, 128, 16)
+JEMC_TC(jemc_tc64_f16, __half, 64, 64)
+JEMC_TC(jemc_tc16_bf16, __nv_bfloat16, 128, 16)
+JEMC_TC(jemc_tc64_bf16, __nv_bfloat16, 64, 64)

@@ -20,7 +20,7 @@ from jemc_infer.index.gpu import compile_cubin, find_nvcc, kernel_source, spills
 from jemc_infer.index.search import search
 from jemc_infer.index.source import InMemory, Shard
 
-KERNEL_NAMES = [f"jemc_scan_{k}" for k in ("f32", "f16", "bf16")] + [f"jemc_scan_tc{t}_{k}" for t in (16, 64) for k in ("f16", "bf16")]
+KERNEL_NAMES = [f"jemc_simt{t}_{k}" for t in (2, 8) for k in ("f32", "f16", "bf16")] + [f"jemc_tc{t}_{k}" for t in (16, 64) for k in ("f16", "bf16")]
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -57,7 +57,7 @@ def test_spill_lines_are_found() -> None:
 
 
 def test_the_kernel_ships_in_the_package() -> None:
-    assert "extern \"C\" __global__" in kernel_source() and "jemc_scan_f16" in kernel_source()
+    assert "extern \"C\" __global__" in kernel_source() and "jemc_simt2_f16" in kernel_source()
 
 
 def _has_gpu() -> bool:
@@ -163,7 +163,7 @@ def _harness() -> Any:
 
 
 def _emulate_scan(dtype: type, seed: int = 0) -> Callable[..., None]:
-    """``jemc_scan_*`` as the kernels behave, on the fake's device memory: survivors appended in a
+    """topk.cu's kernels as they behave, on the fake's device memory: survivors appended in a
     random order (the atomics race), the first ``cap`` kept, every survivor counted. The launch is
     checked as topk.cu needs it: 256 threads, a grid that is a whole number of query tiles, shared
     memory for the CUDA-core kernel's fp32 queries; the tensor-core kernels take the queries as two
@@ -173,15 +173,15 @@ def _emulate_scan(dtype: type, seed: int = 0) -> Callable[..., None]:
     def run(name: str, args: tuple, grid: tuple, block: tuple, shared: int) -> None:
         import pycuda.driver as cuda  # the fake
 
-        tc = "_tc" in name
+        tc = name.startswith("jemc_tc")
         if tc:
             rows_p, ids_p, dim, n_visit, step, hi_p, lo_p, nq, ts_p, ti_p, os_p, oi_p, c_p, cap = args
         else:
             rows_p, ids_p, dim, n_visit, step, q_p, nq, ts_p, ti_p, os_p, oi_p, c_p, cap = args
         dim, n_visit, step, nq, cap = int(dim), int(n_visit), int(step), int(nq), int(cap)
-        tile = int(name.split("_tc")[1].split("_")[0]) if tc else 8
+        tile = int("".join(ch for ch in name.split("_")[1] if ch.isdigit()))
         assert dim % 8 == 0 and block == (256, 1, 1) and grid[1:] in ((), (1,), (1, 1)) and grid[0] % -(-nq // tile) == 0
-        assert shared == 0 if tc else shared >= 8 * dim * 4
+        assert shared == 0 if tc else shared >= tile * dim * 4
         n = (n_visit - 1) * step + 1
 
         def read(ptr: object, count: int, dt: type) -> np.ndarray:
@@ -244,9 +244,9 @@ def test_host_code_on_the_fake_gpu_equals_the_reference(fake_cuda: Any, dtype: t
     queries = rng.standard_normal((nq, d)).astype(np.float32)
     got = GpuIndex(rows, ids).search(queries, k)
     want = reference(rows.astype(np.float32), ids, queries, k)
-    kernel = kernel_for("f32" if dtype == np.float32 else "f16", nq, (9, 0))[0]
+    kernel = kernel_for("f32" if dtype == np.float32 else "f16", nq, (9, 0))
     assert set(fake_cuda.launched) == {kernel}
-    if "_tc" in kernel:  # queries as hi + lo halves: their sum is within ~2^-22 of the fp32 query
+    if kernel.startswith("jemc_tc"):  # queries as hi + lo halves: their sum is within ~2^-22 of the fp32 query
         assert_same(got, want, rtol=1e-5)
     else:
         np.testing.assert_array_equal(got[1], want[1])
@@ -308,15 +308,16 @@ def test_query_halves_sum_to_the_query() -> None:
 
 
 @pytest.mark.parametrize(("kind", "nq", "cc", "want"), [
-    ("f16", 1, (9, 0), "jemc_scan_f16"), ("f16", 4, (9, 0), "jemc_scan_f16"), ("f16", 5, (9, 0), "jemc_scan_tc16_f16"),
-    ("f16", 16, (8, 0), "jemc_scan_tc16_f16"), ("bf16", 17, (9, 0), "jemc_scan_tc64_bf16"), ("f16", 256, (8, 6), "jemc_scan_tc64_f16"),
-    ("f32", 256, (9, 0), "jemc_scan_f32"), ("f16", 256, (7, 5), "jemc_scan_f16"),
+    ("f16", 1, (9, 0), "jemc_simt2_f16"), ("f32", 2, (9, 0), "jemc_simt2_f32"), ("f16", 3, (9, 0), "jemc_tc16_f16"),
+    ("f16", 16, (8, 0), "jemc_tc16_f16"), ("bf16", 17, (9, 0), "jemc_tc64_bf16"), ("f16", 256, (8, 6), "jemc_tc64_f16"),
+    ("f32", 3, (9, 0), "jemc_simt8_f32"), ("f16", 256, (7, 5), "jemc_simt8_f16"),
 ])
 def test_the_kernel_for_a_batch(kind: str, nq: int, cc: tuple[int, int], want: str) -> None:
-    from jemc_infer.index.gpu import kernel_for
+    from jemc_infer.index.gpu import kernel_for, tile_of
 
-    name, tile = kernel_for(kind, nq, cc)
-    assert name == want and name in KERNEL_NAMES and tile == (8 if "_tc" not in name else int(name[12:14]))
+    name = kernel_for(kind, nq, cc)
+    assert name == want and name in KERNEL_NAMES
+    assert tile_of(name) == int(name.split("_")[1][len("simt" if "simt" in name else "tc"):])
 
 
 @pytest.mark.parametrize("nq", [2, 9, 40])
@@ -335,7 +336,7 @@ def test_a_bf16_cuda_tensor_is_searched_in_place(fake_cuda: Any, nq: int) -> Non
     queries = torch.from_numpy(rng.standard_normal((nq, 64)).astype(np.float32))  # a tensor too
     got = index.search(queries, 25)
     assert_same(got, reference(bf16.float().numpy(), ids, queries.numpy(), 25), rtol=1e-4)
-    assert set(fake_cuda.launched) == {"jemc_scan_bf16" if nq <= 4 else f"jemc_scan_tc{16 if nq <= 16 else 64}_bf16"}
+    assert set(fake_cuda.launched) == {"jemc_simt2_bf16" if nq <= 2 else f"jemc_tc{16 if nq <= 16 else 64}_bf16"}
 
 
 def test_a_cuda_tensor_it_cannot_use_in_place_is_refused(fake_cuda: Any) -> None:

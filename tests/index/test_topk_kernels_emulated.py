@@ -20,7 +20,7 @@ from support.topk_reference import assert_same, reference
 
 from jemc_infer.index import gpu
 
-KERNELS = [f"jemc_scan_{k}" for k in ("f32", "f16", "bf16")] + [f"jemc_scan_tc{t}_{k}" for t in (16, 64) for k in ("f16", "bf16")]
+KERNELS = [f"jemc_simt{t}_{k}" for t in (2, 8) for k in ("f32", "f16", "bf16")] + [f"jemc_tc{t}_{k}" for t in (16, 64) for k in ("f16", "bf16")]
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +65,18 @@ def _rows(card: Any, kind: str, n: int, d: int, seed: int) -> tuple[Any, np.ndar
 
 
 @pytest.mark.parametrize(("kernel", "nq", "n", "d", "k"), [
-    ("jemc_scan_f32", 3, 600, 150, 20),    # one tile of 8 queries; D padded to 152, every lane of a warp busy
-    ("jemc_scan_f32", 11, 400, 37, 10),    # two tiles; D padded to 40
-    ("jemc_scan_f16", 3, 600, 300, 20),    # 304: each lane twice, the second time not all
-    ("jemc_scan_bf16", 3, 600, 264, 20),
-    ("jemc_scan_tc16_f16", 20, 3000, 136, 50),  # two tiles of 16 queries; D in three chunks, the last partial
-    ("jemc_scan_tc64_f16", 70, 3000, 136, 50),  # two tiles of 64 queries
-    ("jemc_scan_tc16_bf16", 20, 3000, 136, 50),
-    ("jemc_scan_tc64_bf16", 70, 1500, 64, 50),
-    ("jemc_scan_tc16_f16", 5, 9000, 24, 10),    # more rows than half a buffer: samples, then the full pass
+    ("jemc_simt8_f32", 3, 600, 150, 20),   # one tile of 8 queries; D padded to 152, every lane of a warp busy
+    ("jemc_simt8_f32", 11, 400, 37, 10),   # two tiles; D padded to 40
+    ("jemc_simt8_f16", 3, 600, 300, 20),   # 304: each lane twice, the second time not all
+    ("jemc_simt8_bf16", 3, 600, 264, 20),
+    ("jemc_simt2_f32", 3, 600, 150, 20),   # two tiles of 2 queries, the second half empty
+    ("jemc_simt2_f16", 1, 600, 300, 20),
+    ("jemc_simt2_bf16", 2, 600, 264, 20),
+    ("jemc_tc16_f16", 20, 3000, 136, 50),  # two tiles of 16 queries; D in three chunks, the last partial
+    ("jemc_tc64_f16", 70, 3000, 136, 50),  # two tiles of 64 queries
+    ("jemc_tc16_bf16", 20, 3000, 136, 50),
+    ("jemc_tc64_bf16", 70, 1500, 64, 50),
+    ("jemc_tc16_f16", 5, 9000, 24, 10),    # more rows than half a buffer: samples, then the full pass
 ])
 def test_each_kernel_equals_the_reference(card: Any, kernel: str, nq: int, n: int, d: int, k: int) -> None:
     kind = kernel.rsplit("_", 1)[1]
@@ -87,10 +90,10 @@ def test_each_kernel_equals_the_reference(card: Any, kernel: str, nq: int, n: in
 
 
 def test_the_default_choice_of_kernel_runs_too(card: Any) -> None:
-    """No kernel forced: the host picks by batch size (tensor cores from 5 queries of fp16 rows)."""
+    """No kernel forced: the host picks by batch size (tensor cores from 3 queries of fp16 rows)."""
     rows, rows32 = _rows(card, "f16", 2000, 64, seed=3)
     ids = np.arange(2000, dtype=np.int64)
-    for nq in (1, 4, 5, 17):
+    for nq in (1, 2, 3, 17):
         queries = np.random.default_rng(nq).standard_normal((nq, 64)).astype(np.float32)
         assert_same(gpu.GpuIndex(rows, ids).search(queries, 25), reference(rows32, ids, queries, 25), rtol=1e-5)
 
@@ -100,7 +103,7 @@ def test_one_pass_keeps_what_the_contract_says(card: Any, kernel: str) -> None:
     """One scan, not a search (a search mends a faulty pass): every ``step``-th row, each live,
     non-NaN one whose pair reaches the threshold kept with its own id and score, none other."""
     kind = kernel.rsplit("_", 1)[1]
-    n, d, step, nq = 2000, 72, 7, 20 if "_tc" in kernel else 3
+    n, d, step, nq = 2000, 72, 7, 20 if kernel.startswith("jemc_tc") else 3
     rows, rows32 = _rows(card, kind, n, d, seed=5)
     ids = np.arange(n, dtype=np.int64) * 5 + 2
     ids[::11] = -1

@@ -26,13 +26,16 @@ extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned g
                           size_t shared, void** args) {
   const std::string k(name);
   std::function<void()> body;
-  SIMT(jemc_scan_f32, float)
-  SIMT(jemc_scan_f16, __half)
-  SIMT(jemc_scan_bf16, __nv_bfloat16)
-  TC(jemc_scan_tc16_f16, __half)
-  TC(jemc_scan_tc64_f16, __half)
-  TC(jemc_scan_tc16_bf16, __nv_bfloat16)
-  TC(jemc_scan_tc64_bf16, __nv_bfloat16)
+  SIMT(jemc_simt2_f32, float)
+  SIMT(jemc_simt2_f16, __half)
+  SIMT(jemc_simt2_bf16, __nv_bfloat16)
+  SIMT(jemc_simt8_f32, float)
+  SIMT(jemc_simt8_f16, __half)
+  SIMT(jemc_simt8_bf16, __nv_bfloat16)
+  TC(jemc_tc16_f16, __half)
+  TC(jemc_tc64_f16, __half)
+  TC(jemc_tc16_bf16, __nv_bfloat16)
+  TC(jemc_tc64_bf16, __nv_bfloat16)
   if (!body) {
     std::snprintf(jemc_emu::error, sizeof jemc_emu::error, "no kernel named %s", name);
     return 1;
