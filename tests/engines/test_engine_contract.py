@@ -29,16 +29,9 @@ TOLERANCE = {"onnxruntime-cpu": 1e-4, "onnxruntime-cpu-fp16": 1e-2, "torch-cpu":
 @pytest.fixture()
 def tensorrt_fake(exported_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_limits):  # noqa: ANN001, ANN201
     """A factory for TensorRT engines built from the exported graphs on the faithful fake GPU."""
-    import importlib.util
-    import sys
+    from support.fake_gpu import harness as load_harness
 
-    name = "jemc_trt_harness"
-    harness = sys.modules.get(name)
-    if harness is None:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "fakes" / "harness.py")
-        harness = importlib.util.module_from_spec(spec)
-        sys.modules[name] = harness
-        spec.loader.exec_module(harness)
+    harness = load_harness()
     import jemc_infer.engines.tensorrt as trt_engine
     from jemc_infer.export.tensorrt import build_engine
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.fake_gpu import harness as load_harness
 
 torch = pytest.importorskip("torch")  # the test bundle's graph is exported from a torch model; torch is a reference
 
@@ -25,16 +26,7 @@ from jemc_infer.specs import GraphSpec  # noqa: E402
 
 TensorrtEngine = trt_engine.TensorrtEngine
 
-_HARNESS = Path(__file__).parents[1] / "fakes" / "harness.py"
-harness = sys.modules.get("jemc_trt_harness")
-if harness is None:
-    import importlib.util
-
-    _spec = importlib.util.spec_from_file_location("jemc_trt_harness", _HARNESS)
-    assert _spec is not None and _spec.loader is not None
-    harness = importlib.util.module_from_spec(_spec)
-    sys.modules["jemc_trt_harness"] = harness
-    _spec.loader.exec_module(harness)
+harness = load_harness()
 
 H100 = ("NVIDIA H100 80GB HBM3", (9, 0), 80 << 30)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.fake_gpu import harness as load_harness
 
 pytest.importorskip("torch")  # the test bundle's graph is exported from a torch model
 
@@ -24,16 +25,7 @@ from jemc_infer.export.specs import ShapeLimits  # noqa: E402
 from jemc_infer.export.tensorrt import build_engine, engine_key  # noqa: E402
 from jemc_infer.manifest import graph_entry, read_manifest, update_manifest  # noqa: E402
 
-_HARNESS = Path(__file__).parents[1] / "fakes" / "harness.py"
-harness = sys.modules.get("jemc_trt_harness")
-if harness is None:
-    import importlib.util
-
-    _spec = importlib.util.spec_from_file_location("jemc_trt_harness", _HARNESS)
-    assert _spec is not None and _spec.loader is not None
-    harness = importlib.util.module_from_spec(_spec)
-    sys.modules["jemc_trt_harness"] = harness
-    _spec.loader.exec_module(harness)
+harness = load_harness()
 
 TRT_INSTALL = "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13"
 

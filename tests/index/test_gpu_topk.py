@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support.cuda_emu import CudaTensor
+from support.fake_gpu import harness
 from support.topk_reference import assert_same, reference
 
 from jemc_infer.errors import InputError, InputShapeError
@@ -148,20 +149,6 @@ def test_gpu_every_kernel_equals_the_reference(kernel: str, k: int) -> None:
 
 # --- the host code on the fake pycuda (tests/fakes): launches, copies, padding, slices ---------------------
 
-def _harness() -> Any:
-    """tests/fakes/harness.py, loaded by path under the name the TensorRT tests give it (one copy)."""
-    import importlib.util
-    import sys
-
-    if "jemc_trt_harness" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("jemc_trt_harness", Path(__file__).parents[1] / "fakes" / "harness.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["jemc_trt_harness"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["jemc_trt_harness"]
-
-
 def _emulate_scan(dtype: type, seed: int = 0) -> Callable[..., None]:
     """topk.cu's kernels as they behave, on the fake's device memory: survivors appended in a
     random order (the atomics race), the first ``cap`` kept, every survivor counted. The launch is
@@ -221,7 +208,7 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     monkeypatch.setattr(gpu, "compile_cubin", lambda arch, cache=None, nvcc=None: (b"\x7fELF fake cubin", ""))
     gpu._RESIDENT.clear()
-    with _harness().fake_gpu() as fakes:
+    with harness().fake_gpu() as fakes:
         fakes.launched = []
         for name in KERNEL_NAMES:
             emulate = functools.partial(_emulate_scan(np.float32 if name.endswith("f32") else np.float16), name)
@@ -317,7 +304,7 @@ def test_the_kernel_for_a_batch(kind: str, nq: int, cc: tuple[int, int], want: s
 
     name = kernel_for(kind, nq, cc)
     assert name == want and name in KERNEL_NAMES
-    assert tile_of(name) == int(name.split("_")[1][len("simt" if "simt" in name else "tc"):])
+    assert tile_of(name) == {"jemc_simt2": 2, "jemc_simt8": 8, "jemc_tc16": 16, "jemc_tc64": 64}[name.rsplit("_", 1)[0]]
 
 
 @pytest.mark.parametrize("nq", [2, 9, 40])

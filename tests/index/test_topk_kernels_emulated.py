@@ -7,15 +7,13 @@ speed, and anything the emulation does not model (memory bounds, the hardware's 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from support.cuda_emu import CudaTensor, build, launcher
+from support.fake_gpu import harness
 from support.topk_reference import assert_same, reference
 
 from jemc_infer.index import gpu
@@ -35,14 +33,9 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def card(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The fake pycuda with topk.cu's kernels emulated, on a card of 2 multiprocessors (so every
     block loops over several tiles of rows)."""
-    if "jemc_trt_harness" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("jemc_trt_harness", Path(__file__).parents[1] / "fakes" / "harness.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules["jemc_trt_harness"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
     monkeypatch.setattr(gpu, "compile_cubin", lambda arch, cache=None, nvcc=None: (b"\x7fELF emulated", ""))
     gpu._RESIDENT.clear()
-    with sys.modules["jemc_trt_harness"].fake_gpu() as fakes:
+    with harness().fake_gpu() as fakes:
         fakes.cuda.MACHINE.sms = 2
         for name in KERNELS:
             fakes.cuda.KERNELS[name] = launcher(emulator, name)
